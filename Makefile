@@ -1,0 +1,50 @@
+# Everything runs from two local virtualenvs built from hash-pinned locks:
+#   .venv     mapillaryd and its dev tools (requirements/lock.txt)
+#   .venv-mt  the real mapillary_tools 0.14.7, the peer our tests and benchmarks compare against
+PYTHON ?= python3
+VENV := .venv
+VENV_MT := .venv-mt
+BIN := $(VENV)/bin
+PIP_FLAGS := --quiet --disable-pip-version-check
+
+.PHONY: all venv venv-mt demo test test-fast lint bench clean
+
+all: test
+
+$(VENV)/.stamp: requirements/lock.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install $(PIP_FLAGS) --require-hashes -r requirements/lock.txt
+	$(BIN)/pip install $(PIP_FLAGS) --no-deps --no-build-isolation -e .
+	touch $@
+
+$(VENV_MT)/.stamp: requirements/mapillary_tools.lock.txt
+	$(PYTHON) -m venv $(VENV_MT)
+	$(VENV_MT)/bin/pip install $(PIP_FLAGS) --require-hashes -r requirements/mapillary_tools.lock.txt
+	touch $@
+
+venv: $(VENV)/.stamp
+venv-mt: $(VENV_MT)/.stamp
+
+## demo: the daemon's main job against the built-in sandbox, on temporary directories
+demo: venv
+	$(BIN)/mapillaryd demo
+
+## test: the whole suite (unit, integration, end-to-end, mapillary_tools interop)
+test: venv venv-mt
+	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+## test-fast: unit and integration tests only
+test-fast: venv
+	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow and not mapillary_tools" $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check daemon tests bench
+	$(BIN)/ruff format --check daemon tests bench
+	$(BIN)/mypy --strict daemon
+
+## bench: mapillaryd against mapillary_tools on the same sandbox, ratios printed
+bench: venv venv-mt
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) $(VENV_MT) .mypy_cache .ruff_cache out
