@@ -1,0 +1,398 @@
+"""The configuration: TOML in, frozen typed objects out, every problem reported at once.
+
+Stages, each a plain function: read the file (:func:`read_toml`) → build the typed model while
+collecting problems with their dotted key path (:func:`build_config`) → apply environment
+overrides (the mapillary_tools variables ``MAPILLARY_UPLOAD_ENDPOINT`` and
+``MAPILLARY_GRAPH_API_ENDPOINT``, and ``MAPILLARY_TOKEN``). Directories resolve as: the config
+file, then systemd's ``$STATE_DIRECTORY`` / ``$LOGS_DIRECTORY``, then platformdirs.
+
+Nothing below :mod:`daemon.service` reads the file or the environment; modules get their section.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import zoneinfo
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
+
+import platformdirs
+import tzlocal
+
+from daemon.errors import ConfigError
+
+APP = "mapillaryd"
+DEFAULT_UPLOAD_ENDPOINT = "https://rupload.facebook.com/mapillary_public_uploads"
+DEFAULT_GRAPH_ENDPOINT = "https://graph.mapillary.com"
+
+IngestMode = Literal["copy", "in_place"]
+LogFormat = Literal["auto", "json", "console"]
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    """Where the queue database, the spool of copied media and the logs live."""
+
+    dir: Path
+    spool_dir: Path
+    log_dir: Path
+
+    @property
+    def database(self) -> Path:
+        return self.dir / "queue.sqlite3"
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """One watched folder: a drop folder or a removable card's mount point."""
+
+    path: Path
+    recursive: bool = True
+    #: "copy": copy each file into the spool (verified by hash) so the card can be pulled;
+    #: "in_place": read the file where it is (drop folders on the same disk).
+    ingest: IngestMode = "copy"
+    #: A file is taken only when its size and mtime stayed unchanged this long (≥ 2 s: FAT
+    #: timestamps have 2 s granularity), or it was closed after writing.
+    settle_seconds: float = 2.0
+    #: Time zone for camera times without an offset; None = the [process] default.
+    time_zone: str | None = None
+
+
+@dataclass(frozen=True)
+class MapillaryConfig:
+    """The Mapillary endpoints and where the user token comes from."""
+
+    upload_endpoint: str = DEFAULT_UPLOAD_ENDPOINT
+    graph_endpoint: str = DEFAULT_GRAPH_ENDPOINT
+    token_file: Path | None = None
+    #: From the MAPILLARY_TOKEN environment variable only: a token never sits in the config file.
+    token_from_env: str | None = field(default=None, repr=False)
+    organization_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Reconciliation scans: events are hints, scans are truth."""
+
+    interval_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class ProcessConfig:
+    """Geotagging and sequence cutting (mapillary_tools' defaults)."""
+
+    time_zone: str = "local"
+    cutoff_time: float = 60.0
+    cutoff_distance: float = 100.0
+    max_sequence_images: int = 1000
+    #: A batch (one card insertion, one burst of drops) is cut into sequences once no new file
+    #: arrived for this long.
+    batch_quiet_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class UploadConfig:
+    """How uploads are run and retried."""
+
+    max_parallel_uploads: int = 4
+    retry_base_seconds: float = 2.0
+    retry_cap_seconds: float = 900.0
+    #: A server's Retry-After is honoured up to this many seconds.
+    max_retry_after_seconds: float = 3600.0
+    timeout_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    format: LogFormat = "auto"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration. ``source`` names the file it came from (or ``<defaults>``)."""
+
+    source: str
+    state: StateConfig
+    watches: tuple[WatchConfig, ...]
+    mapillary: MapillaryConfig
+    scan: ScanConfig = ScanConfig()
+    process: ProcessConfig = ProcessConfig()
+    upload: UploadConfig = UploadConfig()
+    log: LogConfig = LogConfig()
+
+    def time_zone_for(self, watch: WatchConfig) -> tzinfo:
+        """The zone naive camera times from ``watch`` are read in."""
+        return resolve_time_zone(watch.time_zone or self.process.time_zone)
+
+
+def resolve_time_zone(name: str) -> tzinfo:
+    """``"local"`` is this machine's zone; anything else an IANA name such as ``Europe/Ljubljana``."""
+    if name == "local":
+        return cast(tzinfo, tzlocal.get_localzone())
+    return zoneinfo.ZoneInfo(name)
+
+
+def default_config_path(env: Mapping[str, str]) -> Path:
+    """``$MAPILLARYD_CONFIG``, else ``config.toml`` in the platform's config directory."""
+    if env.get("MAPILLARYD_CONFIG"):
+        return Path(env["MAPILLARYD_CONFIG"])
+    return Path(platformdirs.user_config_dir(APP)) / "config.toml"
+
+
+def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
+    """Read, validate and resolve the configuration.
+
+    ``path=None`` means the default location, where a missing file is fine (all defaults, no
+    watch folders). A path given explicitly must exist. Raise :class:`ConfigError` listing every
+    problem found, each as ``key.path: message``.
+    """
+    env = os.environ if env is None else env
+    explicit = path is not None
+    path = path if path is not None else default_config_path(env)
+    if path.exists() or explicit:
+        data, source = read_toml(path), str(path)
+    else:
+        data, source = {}, "<defaults>"
+    return build_config(data, source=source, env=env, base_dir=path.parent)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse ``path`` as TOML; a missing, unreadable or malformed file is a :class:`ConfigError`."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["the configuration file does not exist"]) from None
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from exc
+
+
+# --- building the model ------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class _Section:
+    """Typed reads from one TOML table, recording problems under ``prefix`` instead of raising."""
+
+    def __init__(self, table: Mapping[str, Any], prefix: str, problems: list[str]) -> None:
+        self.table, self.prefix, self.problems = table, prefix, problems
+        self.used: set[str] = set()
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}.{key}" if self.prefix else key
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(f"{self._key(key)}: {message}")
+
+    def get(self, key: str, kind: type[T], default: T, check: Callable[[T], str | None] | None = None) -> T:
+        """The value of ``key`` if present and of ``kind`` (and ``check`` returns no complaint)."""
+        self.used.add(key)
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            self.problem(key, f"expected {_kind_name(kind)}, got {_describe(value)}")
+            return default
+        complaint = check(value) if check else None
+        if complaint:
+            self.problem(key, complaint)
+            return default
+        return value
+
+    def choice(self, key: str, options: tuple[str, ...], default: str) -> str:
+        value = self.get(key, str, default)
+        if value not in options:
+            self.problem(key, f"must be one of {', '.join(map(repr, options))}, got {value!r}")
+            return default
+        return value
+
+    def path(self, key: str, base_dir: Path, default: Path | None) -> Path | None:
+        raw = self.get(key, str, "")
+        if not raw:
+            return default
+        p = Path(os.path.expandvars(raw)).expanduser()
+        return p if p.is_absolute() else (base_dir / p)
+
+    def finish(self) -> None:
+        """Complain about keys nobody read: most often a typo."""
+        for key in sorted(set(self.table) - self.used):
+            self.problem(key, "unknown key")
+
+
+def _kind_name(kind: type) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+        kind, kind.__name__
+    )
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _at_least(minimum: float) -> Callable[[float], str | None]:
+    return lambda v: None if v >= minimum else f"must be at least {minimum:g}"
+
+
+def _url(value: str) -> str | None:
+    if not value.startswith(("http://", "https://")):
+        return "must be an http:// or https:// URL"
+    return None
+
+
+def _zone(value: str) -> str | None:
+    if value == "local":
+        return None
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {value!r} (use an IANA name such as 'Europe/Berlin', or 'local')"
+    return None
+
+
+def _table(data: Mapping[str, Any], key: str, problems: list[str]) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        problems.append(f"{key}: expected a table ([{key}]), got {_describe(value)}")
+        return {}
+    return value
+
+
+def build_config(
+    data: Mapping[str, Any], *, source: str, env: Mapping[str, str], base_dir: Path
+) -> Config:
+    """Turn parsed TOML into a :class:`Config`; raise :class:`ConfigError` with every problem."""
+    problems: list[str] = []
+    known = {"state", "watch", "mapillary", "scan", "process", "upload", "log"}
+    problems += [f"{key}: unknown section" for key in sorted(set(data) - known)]
+
+    state = _build_state(_Section(_table(data, "state", problems), "state", problems), env, base_dir)
+    watches = _build_watches(data.get("watch", []), problems, base_dir)
+    mapillary = _build_mapillary(
+        _Section(_table(data, "mapillary", problems), "mapillary", problems), env, base_dir
+    )
+
+    s = _Section(_table(data, "scan", problems), "scan", problems)
+    scan = ScanConfig(interval_seconds=s.get("interval_seconds", float, 300.0, _at_least(1)))
+    s.finish()
+
+    s = _Section(_table(data, "process", problems), "process", problems)
+    process = ProcessConfig(
+        time_zone=s.get("time_zone", str, "local", _zone),
+        cutoff_time=s.get("cutoff_time", float, 60.0, _positive),
+        cutoff_distance=s.get("cutoff_distance", float, 100.0, _positive),
+        max_sequence_images=s.get("max_sequence_images", int, 1000, _at_least(1)),
+        batch_quiet_seconds=s.get("batch_quiet_seconds", float, 10.0, _at_least(0)),
+    )
+    s.finish()
+
+    s = _Section(_table(data, "upload", problems), "upload", problems)
+    upload = UploadConfig(
+        max_parallel_uploads=s.get("max_parallel_uploads", int, 4, _at_least(1)),
+        retry_base_seconds=s.get("retry_base_seconds", float, 2.0, _positive),
+        retry_cap_seconds=s.get("retry_cap_seconds", float, 900.0, _positive),
+        max_retry_after_seconds=s.get("max_retry_after_seconds", float, 3600.0, _positive),
+        timeout_seconds=s.get("timeout_seconds", float, 60.0, _positive),
+    )
+    s.finish()
+    if upload.retry_cap_seconds < upload.retry_base_seconds:
+        problems.append("upload.retry_cap_seconds: must not be below upload.retry_base_seconds")
+
+    s = _Section(_table(data, "log", problems), "log", problems)
+    log = LogConfig(
+        level=s.choice("level", ("debug", "info", "warning", "error"), "info"),
+        format=cast(LogFormat, s.choice("format", ("auto", "json", "console"), "auto")),
+    )
+    s.finish()
+
+    seen: dict[Path, int] = {}
+    for i, w in enumerate(watches):
+        if w.path in seen:
+            problems.append(f"watch[{i}].path: the same folder as watch[{seen[w.path]}]")
+        seen.setdefault(w.path, i)
+
+    if problems:
+        raise ConfigError(source, problems)
+    return Config(source, state, tuple(watches), mapillary, scan, process, upload, log)
+
+
+def _build_state(s: _Section, env: Mapping[str, str], base_dir: Path) -> StateConfig:
+    default_state = Path(
+        _first_dir(env.get("STATE_DIRECTORY")) or platformdirs.user_state_dir(APP)
+    )
+    state_dir = s.path("dir", base_dir, default_state) or default_state
+    default_logs = Path(_first_dir(env.get("LOGS_DIRECTORY")) or platformdirs.user_log_dir(APP))
+    spool = s.path("spool_dir", base_dir, state_dir / "spool") or state_dir / "spool"
+    logs = s.path("log_dir", base_dir, default_logs) or default_logs
+    s.finish()
+    return StateConfig(dir=state_dir, spool_dir=spool, log_dir=logs)
+
+
+def _first_dir(value: str | None) -> str | None:
+    """systemd passes several directories separated by ':'; the first one is ours."""
+    return value.split(":")[0] if value else None
+
+
+def _build_watches(raw: object, problems: list[str], base_dir: Path) -> list[WatchConfig]:
+    if not isinstance(raw, list):
+        problems.append(f"watch: expected an array of tables ([[watch]]), got {_describe(raw)}")
+        return []
+    watches = []
+    for i, table in enumerate(raw):
+        if not isinstance(table, dict):
+            problems.append(f"watch[{i}]: expected a table, got {_describe(table)}")
+            continue
+        s = _Section(table, f"watch[{i}]", problems)
+        path = s.path("path", base_dir, None)
+        if path is None:
+            s.problem("path", "required: the folder to watch")
+        w = WatchConfig(
+            path=path or Path("."),
+            recursive=s.get("recursive", bool, True),
+            ingest=cast(IngestMode, s.choice("ingest", ("copy", "in_place"), "copy")),
+            settle_seconds=s.get("settle_seconds", float, 2.0, _at_least(2)),
+            time_zone=s.get("time_zone", str, "", _zone) or None,
+        )
+        s.finish()
+        watches.append(w)
+    return watches
+
+
+def _build_mapillary(s: _Section, env: Mapping[str, str], base_dir: Path) -> MapillaryConfig:
+    upload = s.get("upload_endpoint", str, DEFAULT_UPLOAD_ENDPOINT, _url)
+    graph = s.get("graph_endpoint", str, DEFAULT_GRAPH_ENDPOINT, _url)
+    token_file = s.path("token_file", base_dir, None)
+    org = s.get("organization_id", str, "") or None
+    if "token" in s.table:
+        s.used.add("token")
+        s.problem("token", "a token does not belong in the config file: use token_file or MAPILLARY_TOKEN")
+    s.finish()
+    for var in ("MAPILLARY_UPLOAD_ENDPOINT", "MAPILLARY_GRAPH_API_ENDPOINT"):
+        if env.get(var) and _url(env[var]):
+            s.problems.append(f"${var}: must be an http:// or https:// URL, got {env[var]!r}")
+    return MapillaryConfig(
+        upload_endpoint=(env.get("MAPILLARY_UPLOAD_ENDPOINT") or upload).rstrip("/"),
+        graph_endpoint=(env.get("MAPILLARY_GRAPH_API_ENDPOINT") or graph).rstrip("/"),
+        token_file=token_file,
+        token_from_env=env.get("MAPILLARY_TOKEN") or None,
+        organization_id=org,
+    )

@@ -1,0 +1,1 @@
+"""The SQLite queue: connections and migrations (:mod:`.db`), operations (:mod:`.queue`)."""

@@ -1,0 +1,534 @@
+"""The persistent work queue: every transition of an item or sequence is one transaction.
+
+Identity is content: an item is one SHA-256 (per account). The same bytes found again — renamed,
+on another card, in a second folder — become an *occurrence* of the existing item, never a
+second item, so nothing is uploaded twice.
+
+Item life: ``ingested`` (hashed, metadata read, its batch still open) → ``queued`` (cut into a
+sequence) → ``uploading`` (claimed by a worker of this boot) → ``uploaded`` (handle stored) →
+``done`` (its sequence has a cluster id). Side exits, each with ``reason`` + ``detail``:
+``rejected`` (processing said no), ``quarantined`` (broken container), ``held`` (not supported
+yet, kept for a later version), ``failed`` (the server refused it for good). A queued item may
+carry ``next_attempt_at`` and a ``reason`` saying why it waits.
+
+Sequence life: ``uploading`` (images in flight) → ``finishing`` (every image settled; the
+manifest and ``finish_upload`` remain) → ``done`` (cluster id) or ``failed``.
+
+Rows are never deleted on dequeue; claiming sets ``lease_owner`` to the boot id, and
+:meth:`Queue.release_stale` frees every lease of an earlier boot at start-up.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from daemon.store import db
+
+
+class ItemState(StrEnum):
+    INGESTED = "ingested"
+    QUEUED = "queued"
+    UPLOADING = "uploading"
+    UPLOADED = "uploaded"
+    DONE = "done"
+    REJECTED = "rejected"
+    QUARANTINED = "quarantined"
+    HELD = "held"
+    FAILED = "failed"
+
+
+class SequenceState(StrEnum):
+    UPLOADING = "uploading"
+    FINISHING = "finishing"
+    DONE = "done"
+    FAILED = "failed"
+
+
+#: Item states from which nothing more will happen to the item in its sequence.
+SETTLED_IN_SEQUENCE = (ItemState.UPLOADED, ItemState.FAILED, ItemState.REJECTED)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One queue row, as the pipeline needs it."""
+
+    id: int
+    sha256: str
+    kind: str
+    size: int
+    source_path: str
+    data_path: str
+    watch: str
+    batch_id: int | None
+    state: str
+    reason: str | None
+    detail: str | None
+    capture_time: str | None
+    lat: float | None
+    lon: float | None
+    alt: float | None
+    heading: float | None
+    make: str | None
+    model: str | None
+    width: int | None
+    height: int | None
+    orientation: int | None
+    sequence_id: str | None
+    seq_index: int | None
+    session_key: str | None
+    handle: str | None
+    attempts: int
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Item:
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What processing read from a file, stored on its item."""
+
+    capture_time: str
+    lat: float
+    lon: float
+    alt: float | None = None
+    heading: float | None = None
+    make: str | None = None
+    model: str | None = None
+    width: int | None = None
+    height: int | None = None
+    orientation: int | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """An item that will not be uploaded (now): its state, a stable reason code and a message."""
+
+    state: ItemState
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class NewFile:
+    """A settled, hashed file about to be recorded."""
+
+    watch: str
+    source_path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    kind: str
+    data_path: str
+
+
+@dataclass(frozen=True)
+class SequenceRow:
+    id: str
+    state: str
+    image_count: int
+    manifest_key: str | None
+    manifest_handle: str | None
+    cluster_id: str | None
+    attempts: int
+
+
+class Queue:
+    """Queue operations over one connection (one per thread). ``now`` is wall-clock epoch seconds."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    @classmethod
+    def open(cls, path: Path) -> Queue:
+        return cls(db.connect(path))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # --- discovery ------------------------------------------------------------------------
+
+    def is_known(self, path: str, size: int, mtime_ns: int) -> bool:
+        """True if ``path`` was already recorded with this size and mtime (no need to hash again)."""
+        row = self.conn.execute(
+            "SELECT 1 FROM occurrences WHERE path = ? AND size = ? AND mtime_ns = ?",
+            (path, size, mtime_ns),
+        ).fetchone()
+        return row is not None
+
+    def item_by_sha(self, sha256: str) -> Item | None:
+        row = self.conn.execute("SELECT * FROM items WHERE sha256 = ?", (sha256,)).fetchone()
+        return Item.from_row(row) if row else None
+
+    def record_file(
+        self, f: NewFile, outcome: Metadata | Verdict, now: float
+    ) -> tuple[Item, bool]:
+        """Record a settled file; return its item and whether the item is new.
+
+        Content already known (any path, any card) only adds an occurrence. A new item joins the
+        open batch of its watch folder (opening one if needed).
+        """
+        with db.write(self.conn) as c:
+            existing = c.execute("SELECT * FROM items WHERE sha256 = ?", (f.sha256,)).fetchone()
+            if existing is not None:
+                self._occurrence(f, existing["id"], now)
+                return Item.from_row(existing), False
+            batch_id = self._open_batch(f.watch, now)
+            values: dict[str, Any] = {
+                "sha256": f.sha256,
+                "kind": f.kind,
+                "size": f.size,
+                "source_path": f.source_path,
+                "data_path": f.data_path,
+                "watch": f.watch,
+                "batch_id": batch_id,
+                "created_at": now,
+                "updated_at": now,
+            }
+            if isinstance(outcome, Metadata):
+                values["state"] = ItemState.INGESTED
+                values.update(vars(outcome))
+            else:
+                values.update(state=outcome.state, reason=outcome.reason, detail=outcome.detail)
+            cols = ", ".join(values)
+            marks = ", ".join("?" for _ in values)
+            cur = c.execute(f"INSERT INTO items ({cols}) VALUES ({marks})", tuple(values.values()))
+            item_id = cur.lastrowid
+            assert item_id is not None
+            self._occurrence(f, item_id, now)
+            c.execute("UPDATE batches SET last_added_at = ? WHERE id = ?", (now, batch_id))
+            row = c.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
+            return Item.from_row(row), True
+
+    def _occurrence(self, f: NewFile, item_id: int, now: float) -> None:
+        self.conn.execute(
+            "INSERT INTO occurrences (path, size, mtime_ns, item_id, seen_at) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,"
+            " item_id = excluded.item_id, seen_at = excluded.seen_at",
+            (f.source_path, f.size, f.mtime_ns, item_id, now),
+        )
+
+    def _open_batch(self, watch: str, now: float) -> int:
+        row = self.conn.execute(
+            "SELECT id FROM batches WHERE watch = ? AND closed_at IS NULL ORDER BY id DESC LIMIT 1",
+            (watch,),
+        ).fetchone()
+        if row is not None:
+            return int(row["id"])
+        cur = self.conn.execute(
+            "INSERT INTO batches (watch, opened_at, last_added_at) VALUES (?, ?, ?)",
+            (watch, now, now),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    # --- batches and sequences ------------------------------------------------------------
+
+    def close_quiet_batches(self, now: float, quiet_seconds: float, busy: Iterable[str]) -> None:
+        """Close open batches with no new file for ``quiet_seconds``, unless their watch is busy.
+
+        A ``last_added_at`` in the future (the clock jumped back) counts as "just now".
+        """
+        busy_set = set(busy)
+        with db.write(self.conn) as c:
+            rows = c.execute(
+                "SELECT id, watch, last_added_at FROM batches WHERE closed_at IS NULL"
+            ).fetchall()
+            for row in rows:
+                last = min(row["last_added_at"], now)
+                if row["watch"] not in busy_set and now - last >= quiet_seconds:
+                    c.execute("UPDATE batches SET closed_at = ? WHERE id = ?", (now, row["id"]))
+
+    def batches_to_cut(self) -> list[int]:
+        """Closed batches that still hold ingested items (also after a crash mid-cut)."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT b.id FROM batches b JOIN items i ON i.batch_id = b.id"
+            " WHERE b.closed_at IS NOT NULL AND i.state = ? ORDER BY b.id",
+            (ItemState.INGESTED,),
+        ).fetchall()
+        return [int(r["id"]) for r in rows]
+
+    def ingested_items(self, batch_id: int) -> list[Item]:
+        rows = self.conn.execute(
+            "SELECT * FROM items WHERE batch_id = ? AND state = ? ORDER BY id",
+            (batch_id, ItemState.INGESTED),
+        ).fetchall()
+        return [Item.from_row(r) for r in rows]
+
+    def assign_sequences(
+        self,
+        batch_id: int,
+        sequences: Sequence[tuple[str, Sequence[tuple[int, float | None]]]],
+        rejected: Sequence[tuple[int, Verdict]],
+        now: float,
+    ) -> None:
+        """Store the cut of a batch in one transaction.
+
+        ``sequences`` holds (sequence id, [(item id, heading)…] in order); ``rejected`` the items
+        processing turned down. Sequence ids are derived from content, so repeating a cut after a
+        crash writes the same rows.
+        """
+        with db.write(self.conn) as c:
+            for seq_id, members in sequences:
+                first = c.execute(
+                    "SELECT capture_time FROM items WHERE id = ?", (members[0][0],)
+                ).fetchone()
+                c.execute(
+                    "INSERT OR IGNORE INTO sequences (id, batch_id, state, image_count,"
+                    " first_capture, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (seq_id, batch_id, SequenceState.UPLOADING, len(members),
+                     first["capture_time"] if first else None, now, now),
+                )
+                for index, (item_id, heading) in enumerate(members):
+                    c.execute(
+                        "UPDATE items SET state = ?, sequence_id = ?, seq_index = ?, heading = ?,"
+                        " updated_at = ? WHERE id = ? AND state = ?",
+                        (ItemState.QUEUED, seq_id, index, heading, now, item_id, ItemState.INGESTED),
+                    )
+            for item_id, verdict in rejected:
+                c.execute(
+                    "UPDATE items SET state = ?, reason = ?, detail = ?, updated_at = ?"
+                    " WHERE id = ? AND state = ?",
+                    (verdict.state, verdict.reason, verdict.detail, now, item_id,
+                     ItemState.INGESTED),
+                )
+
+    # --- uploading images -----------------------------------------------------------------
+
+    def claim_item(self, owner: str, now: float) -> Item | None:
+        """Lease the next image due for upload to ``owner``, oldest sequence first."""
+        with db.write(self.conn) as c:
+            row = c.execute(
+                "SELECT i.* FROM items i JOIN sequences s ON s.id = i.sequence_id"
+                " WHERE i.state = ? AND i.next_attempt_at <= ?"
+                " ORDER BY s.created_at, s.id, i.seq_index LIMIT 1",
+                (ItemState.QUEUED, now),
+            ).fetchone()
+            if row is None:
+                return None
+            c.execute(
+                "UPDATE items SET state = ?, lease_owner = ?, updated_at = ? WHERE id = ?",
+                (ItemState.UPLOADING, owner, now, row["id"]),
+            )
+            return Item.from_row(row)
+
+    def next_due(self) -> float | None:
+        """The earliest ``next_attempt_at`` of any queued image or finishing sequence."""
+        row = self.conn.execute(
+            "SELECT min(t) FROM (SELECT min(next_attempt_at) t FROM items WHERE state = ?"
+            " UNION ALL SELECT min(next_attempt_at) FROM sequences WHERE state = ?"
+            " AND lease_owner IS NULL)",
+            (ItemState.QUEUED, SequenceState.FINISHING),
+        ).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def item_uploaded(self, item_id: int, session_key: str, handle: str, now: float) -> None:
+        """Store the image's handle; mark its sequence finishing once every image is settled."""
+        with db.write(self.conn) as c:
+            c.execute(
+                "UPDATE items SET state = ?, session_key = ?, handle = ?, lease_owner = NULL,"
+                " reason = NULL, detail = NULL, updated_at = ? WHERE id = ?",
+                (ItemState.UPLOADED, session_key, handle, now, item_id),
+            )
+            self._settle_sequence_of(item_id, now)
+
+    def item_retry(self, item_id: int, next_attempt_at: float, reason: str, detail: str,
+                   now: float, *, count_attempt: bool = True) -> None:
+        """Put a claimed image back, due at ``next_attempt_at``, saying why it waits."""
+        with db.write(self.conn) as c:
+            c.execute(
+                "UPDATE items SET state = ?, lease_owner = NULL, next_attempt_at = ?,"
+                " attempts = attempts + ?, reason = ?, detail = ?, updated_at = ? WHERE id = ?",
+                (ItemState.QUEUED, next_attempt_at, 1 if count_attempt else 0, reason, detail,
+                 now, item_id),
+            )
+
+    def item_failed(self, item_id: int, verdict: Verdict, now: float) -> None:
+        """A claimed image will not be uploaded; its sequence goes on without it."""
+        with db.write(self.conn) as c:
+            c.execute(
+                "UPDATE items SET state = ?, reason = ?, detail = ?, lease_owner = NULL,"
+                " updated_at = ? WHERE id = ?",
+                (verdict.state, verdict.reason, verdict.detail, now, item_id),
+            )
+            self._settle_sequence_of(item_id, now)
+
+    def _settle_sequence_of(self, item_id: int, now: float) -> None:
+        row = self.conn.execute("SELECT sequence_id FROM items WHERE id = ?", (item_id,)).fetchone()
+        if row is None or row["sequence_id"] is None:
+            return
+        seq_id = row["sequence_id"]
+        marks = ", ".join("?" for _ in SETTLED_IN_SEQUENCE)
+        pending = self.conn.execute(
+            f"SELECT count(*) FROM items WHERE sequence_id = ? AND state NOT IN ({marks})",
+            (seq_id, *SETTLED_IN_SEQUENCE),
+        ).fetchone()[0]
+        if pending:
+            return
+        uploaded = self.conn.execute(
+            "SELECT count(*) FROM items WHERE sequence_id = ? AND state = ?",
+            (seq_id, ItemState.UPLOADED),
+        ).fetchone()[0]
+        state = SequenceState.FINISHING if uploaded else SequenceState.FAILED
+        self.conn.execute(
+            "UPDATE sequences SET state = ?, updated_at = ?, reason = ? WHERE id = ? AND state = ?",
+            (state, now, None if uploaded else "no_images", seq_id, SequenceState.UPLOADING),
+        )
+
+    # --- finishing sequences --------------------------------------------------------------
+
+    def claim_sequence(self, owner: str, now: float) -> SequenceRow | None:
+        """Lease the next sequence whose manifest or ``finish_upload`` is due."""
+        with db.write(self.conn) as c:
+            row = c.execute(
+                "SELECT * FROM sequences WHERE state = ? AND lease_owner IS NULL"
+                " AND next_attempt_at <= ? ORDER BY created_at, id LIMIT 1",
+                (SequenceState.FINISHING, now),
+            ).fetchone()
+            if row is None:
+                return None
+            c.execute("UPDATE sequences SET lease_owner = ? WHERE id = ?", (owner, row["id"]))
+            return _sequence(row)
+
+    def image_handles(self, seq_id: str) -> list[str]:
+        """The handles of the sequence's uploaded images, in sequence order."""
+        rows = self.conn.execute(
+            "SELECT handle FROM items WHERE sequence_id = ? AND state IN (?, ?) ORDER BY seq_index",
+            (seq_id, ItemState.UPLOADED, ItemState.DONE),
+        ).fetchall()
+        return [r["handle"] for r in rows]
+
+    def manifest_uploaded(self, seq_id: str, key: str, handle: str, now: float) -> None:
+        with db.write(self.conn) as c:
+            c.execute(
+                "UPDATE sequences SET manifest_key = ?, manifest_handle = ?, updated_at = ?"
+                " WHERE id = ?",
+                (key, handle, now, seq_id),
+            )
+
+    def sequence_done(self, seq_id: str, cluster_id: str, now: float) -> None:
+        """Record the cluster id and mark the sequence and its uploaded images done."""
+        with db.write(self.conn) as c:
+            c.execute(
+                "UPDATE sequences SET state = ?, cluster_id = ?, lease_owner = NULL, reason = NULL,"
+                " detail = NULL, updated_at = ? WHERE id = ?",
+                (SequenceState.DONE, cluster_id, now, seq_id),
+            )
+            c.execute(
+                "UPDATE items SET state = ?, reason = NULL, detail = NULL, updated_at = ?"
+                " WHERE sequence_id = ? AND state = ?",
+                (ItemState.DONE, now, seq_id, ItemState.UPLOADED),
+            )
+
+    def sequence_retry(self, seq_id: str, next_attempt_at: float, reason: str, detail: str,
+                       now: float, *, count_attempt: bool = True) -> None:
+        with db.write(self.conn) as c:
+            c.execute(
+                "UPDATE sequences SET lease_owner = NULL, next_attempt_at = ?,"
+                " attempts = attempts + ?, reason = ?, detail = ?, updated_at = ? WHERE id = ?",
+                (next_attempt_at, 1 if count_attempt else 0, reason, detail, now, seq_id),
+            )
+
+    def sequence_failed(self, seq_id: str, verdict: Verdict, now: float) -> None:
+        """The server refused the sequence for good; its images say so too."""
+        with db.write(self.conn) as c:
+            c.execute(
+                "UPDATE sequences SET state = ?, lease_owner = NULL, reason = ?, detail = ?,"
+                " updated_at = ? WHERE id = ?",
+                (SequenceState.FAILED, verdict.reason, verdict.detail, now, seq_id),
+            )
+            c.execute(
+                "UPDATE items SET state = ?, reason = ?, detail = ?, updated_at = ?"
+                " WHERE sequence_id = ? AND state = ?",
+                (ItemState.FAILED, verdict.reason, verdict.detail, now, seq_id,
+                 ItemState.UPLOADED),
+            )
+
+    # --- leases, holds, status ------------------------------------------------------------
+
+    def release_stale(self, owner: str, now: float) -> int:
+        """Free every lease not held by ``owner`` (an earlier boot); return how many."""
+        with db.write(self.conn) as c:
+            n = c.execute(
+                "UPDATE items SET state = ?, lease_owner = NULL, updated_at = ?"
+                " WHERE state = ? AND (lease_owner IS NULL OR lease_owner != ?)",
+                (ItemState.QUEUED, now, ItemState.UPLOADING, owner),
+            ).rowcount
+            n += c.execute(
+                "UPDATE sequences SET lease_owner = NULL WHERE lease_owner IS NOT NULL"
+                " AND lease_owner != ?",
+                (owner,),
+            ).rowcount
+            return n
+
+    def release_item(self, item_id: int, now: float) -> None:
+        """Give a claimed image back untouched (shutdown, or a hold began)."""
+        with db.write(self.conn) as c:
+            c.execute(
+                "UPDATE items SET state = ?, lease_owner = NULL, updated_at = ? WHERE id = ?"
+                " AND state = ?",
+                (ItemState.QUEUED, now, item_id, ItemState.UPLOADING),
+            )
+
+    def release_sequence(self, seq_id: str) -> None:
+        with db.write(self.conn) as c:
+            c.execute("UPDATE sequences SET lease_owner = NULL WHERE id = ?", (seq_id,))
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row["value"])
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        with db.write(self.conn) as c:
+            if value is None:
+                c.execute("DELETE FROM meta WHERE key = ?", (key,))
+            else:
+                c.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
+
+    def counts(self) -> dict[str, int]:
+        """Items per state."""
+        rows = self.conn.execute("SELECT state, count(*) n FROM items GROUP BY state").fetchall()
+        return {r["state"]: int(r["n"]) for r in rows}
+
+    def sequence_counts(self) -> dict[str, int]:
+        rows = self.conn.execute(
+            "SELECT state, count(*) n FROM sequences GROUP BY state"
+        ).fetchall()
+        return {r["state"]: int(r["n"]) for r in rows}
+
+    def items_not_done(self, limit: int | None = None) -> list[Item]:
+        """Every item that is not uploaded, most recent first."""
+        sql = "SELECT * FROM items WHERE state != ? ORDER BY updated_at DESC, id DESC"
+        params: tuple[Any, ...] = (ItemState.DONE,)
+        if limit is not None:
+            sql += " LIMIT ?"
+            params += (limit,)
+        return [Item.from_row(r) for r in self.conn.execute(sql, params).fetchall()]
+
+    def occurrence_count(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM occurrences").fetchone()[0])
+
+    def sequences(self) -> list[SequenceRow]:
+        rows = self.conn.execute("SELECT * FROM sequences ORDER BY created_at, id").fetchall()
+        return [_sequence(r) for r in rows]
+
+
+def _sequence(row: sqlite3.Row) -> SequenceRow:
+    return SequenceRow(
+        id=row["id"],
+        state=row["state"],
+        image_count=row["image_count"],
+        manifest_key=row["manifest_key"],
+        manifest_handle=row["manifest_handle"],
+        cluster_id=row["cluster_id"],
+        attempts=row["attempts"],
+    )
