@@ -131,7 +131,7 @@ class Config:
 
 
 def resolve_time_zone(name: str) -> tzinfo:
-    """``"local"`` is this machine's zone; anything else an IANA name such as ``Europe/Ljubljana``."""
+    """``"local"`` is this machine's zone; anything else an IANA name (``Europe/Ljubljana``)."""
     if name == "local":
         return cast(tzinfo, tzlocal.get_localzone())
     return zoneinfo.ZoneInfo(name)
@@ -192,7 +192,9 @@ class _Section:
     def problem(self, key: str, message: str) -> None:
         self.problems.append(f"{self._key(key)}: {message}")
 
-    def get(self, key: str, kind: type[T], default: T, check: Callable[[T], str | None] | None = None) -> T:
+    def get(
+        self, key: str, kind: type[T], default: T, check: Callable[[T], str | None] | None = None
+    ) -> T:
         """The value of ``key`` if present and of ``kind`` (and ``check`` returns no complaint)."""
         self.used.add(key)
         if key not in self.table:
@@ -285,7 +287,9 @@ def build_config(
     known = {"state", "watch", "mapillary", "scan", "process", "upload", "log"}
     problems += [f"{key}: unknown section" for key in sorted(set(data) - known)]
 
-    state = _build_state(_Section(_table(data, "state", problems), "state", problems), env, base_dir)
+    state = _build_state(
+        _Section(_table(data, "state", problems), "state", problems), env, base_dir
+    )
     watches = _build_watches(data.get("watch", []), problems, base_dir)
     mapillary = _build_mapillary(
         _Section(_table(data, "mapillary", problems), "mapillary", problems), env, base_dir
@@ -336,9 +340,7 @@ def build_config(
 
 
 def _build_state(s: _Section, env: Mapping[str, str], base_dir: Path) -> StateConfig:
-    default_state = Path(
-        _first_dir(env.get("STATE_DIRECTORY")) or platformdirs.user_state_dir(APP)
-    )
+    default_state = Path(_first_dir(env.get("STATE_DIRECTORY")) or platformdirs.user_state_dir(APP))
     state_dir = s.path("dir", base_dir, default_state) or default_state
     default_logs = Path(_first_dir(env.get("LOGS_DIRECTORY")) or platformdirs.user_log_dir(APP))
     spool = s.path("spool_dir", base_dir, state_dir / "spool") or state_dir / "spool"
@@ -384,7 +386,9 @@ def _build_mapillary(s: _Section, env: Mapping[str, str], base_dir: Path) -> Map
     org = s.get("organization_id", str, "") or None
     if "token" in s.table:
         s.used.add("token")
-        s.problem("token", "a token does not belong in the config file: use token_file or MAPILLARY_TOKEN")
+        s.problem(
+            "token", "a token does not belong in the config file: use token_file or MAPILLARY_TOKEN"
+        )
     s.finish()
     for var in ("MAPILLARY_UPLOAD_ENDPOINT", "MAPILLARY_GRAPH_API_ENDPOINT"):
         if env.get(var) and _url(env[var]):

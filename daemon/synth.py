@@ -118,7 +118,9 @@ def jpeg_bytes(
     return out.getvalue()
 
 
-def destination(lat: float, lon: float, bearing_deg: float, distance_m: float) -> tuple[float, float]:
+def destination(
+    lat: float, lon: float, bearing_deg: float, distance_m: float
+) -> tuple[float, float]:
     """The point ``distance_m`` from (lat, lon) along ``bearing_deg`` on a sphere."""
     phi1, lam1, theta = math.radians(lat), math.radians(lon), math.radians(bearing_deg)
     delta = distance_m / EARTH_RADIUS_M
@@ -167,7 +169,9 @@ def write_drive(
     frames = []
     for i, (t, la, lo, alt, hd) in enumerate(drive_points(count, start=start, seed=seed, **kwargs)):
         path = folder / f"{prefix}{i:05d}.jpg"
-        data = jpeg_bytes(seed * 100_003 + i, exif=exif_bytes(time=t, lat=la, lon=lo, alt=alt, heading=hd))
+        data = jpeg_bytes(
+            seed * 100_003 + i, exif=exif_bytes(time=t, lat=la, lon=lo, alt=alt, heading=hd)
+        )
         tmp = path.with_name(f".{path.name}.part")
         tmp.write_bytes(data)
         tmp.rename(path)

@@ -139,7 +139,7 @@ class SequenceRow:
 
 
 class Queue:
-    """Queue operations over one connection (one per thread). ``now`` is wall-clock epoch seconds."""
+    """Queue operations over one connection (one per thread); ``now`` is wall-clock epoch."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -154,7 +154,7 @@ class Queue:
     # --- discovery ------------------------------------------------------------------------
 
     def is_known(self, path: str, size: int, mtime_ns: int) -> bool:
-        """True if ``path`` was already recorded with this size and mtime (no need to hash again)."""
+        """True if ``path`` was recorded with this size and mtime (no need to hash it again)."""
         row = self.conn.execute(
             "SELECT 1 FROM occurrences WHERE path = ? AND size = ? AND mtime_ns = ?",
             (path, size, mtime_ns),
@@ -165,9 +165,7 @@ class Queue:
         row = self.conn.execute("SELECT * FROM items WHERE sha256 = ?", (sha256,)).fetchone()
         return Item.from_row(row) if row else None
 
-    def record_file(
-        self, f: NewFile, outcome: Metadata | Verdict, now: float
-    ) -> tuple[Item, bool]:
+    def record_file(self, f: NewFile, outcome: Metadata | Verdict, now: float) -> tuple[Item, bool]:
         """Record a settled file; return its item and whether the item is new.
 
         Content already known (any path, any card) only adds an occurrence. A new item joins the
@@ -207,7 +205,8 @@ class Queue:
 
     def _occurrence(self, f: NewFile, item_id: int, now: float) -> None:
         self.conn.execute(
-            "INSERT INTO occurrences (path, size, mtime_ns, item_id, seen_at) VALUES (?, ?, ?, ?, ?)"
+            "INSERT INTO occurrences (path, size, mtime_ns, item_id, seen_at)"
+            " VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT (path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,"
             " item_id = excluded.item_id, seen_at = excluded.seen_at",
             (f.source_path, f.size, f.mtime_ns, item_id, now),
@@ -281,21 +280,42 @@ class Queue:
                 c.execute(
                     "INSERT OR IGNORE INTO sequences (id, batch_id, state, image_count,"
                     " first_capture, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (seq_id, batch_id, SequenceState.UPLOADING, len(members),
-                     first["capture_time"] if first else None, now, now),
+                    (
+                        seq_id,
+                        batch_id,
+                        SequenceState.UPLOADING,
+                        len(members),
+                        first["capture_time"] if first else None,
+                        now,
+                        now,
+                    ),
                 )
                 for index, (item_id, heading) in enumerate(members):
                     c.execute(
                         "UPDATE items SET state = ?, sequence_id = ?, seq_index = ?, heading = ?,"
                         " updated_at = ? WHERE id = ? AND state = ?",
-                        (ItemState.QUEUED, seq_id, index, heading, now, item_id, ItemState.INGESTED),
+                        (
+                            ItemState.QUEUED,
+                            seq_id,
+                            index,
+                            heading,
+                            now,
+                            item_id,
+                            ItemState.INGESTED,
+                        ),
                     )
             for item_id, verdict in rejected:
                 c.execute(
                     "UPDATE items SET state = ?, reason = ?, detail = ?, updated_at = ?"
                     " WHERE id = ? AND state = ?",
-                    (verdict.state, verdict.reason, verdict.detail, now, item_id,
-                     ItemState.INGESTED),
+                    (
+                        verdict.state,
+                        verdict.reason,
+                        verdict.detail,
+                        now,
+                        item_id,
+                        ItemState.INGESTED,
+                    ),
                 )
 
     # --- uploading images -----------------------------------------------------------------
@@ -337,15 +357,30 @@ class Queue:
             )
             self._settle_sequence_of(item_id, now)
 
-    def item_retry(self, item_id: int, next_attempt_at: float, reason: str, detail: str,
-                   now: float, *, count_attempt: bool = True) -> None:
+    def item_retry(
+        self,
+        item_id: int,
+        next_attempt_at: float,
+        reason: str,
+        detail: str,
+        now: float,
+        *,
+        count_attempt: bool = True,
+    ) -> None:
         """Put a claimed image back, due at ``next_attempt_at``, saying why it waits."""
         with db.write(self.conn) as c:
             c.execute(
                 "UPDATE items SET state = ?, lease_owner = NULL, next_attempt_at = ?,"
                 " attempts = attempts + ?, reason = ?, detail = ?, updated_at = ? WHERE id = ?",
-                (ItemState.QUEUED, next_attempt_at, 1 if count_attempt else 0, reason, detail,
-                 now, item_id),
+                (
+                    ItemState.QUEUED,
+                    next_attempt_at,
+                    1 if count_attempt else 0,
+                    reason,
+                    detail,
+                    now,
+                    item_id,
+                ),
             )
 
     def item_failed(self, item_id: int, verdict: Verdict, now: float) -> None:
@@ -425,8 +460,16 @@ class Queue:
                 (ItemState.DONE, now, seq_id, ItemState.UPLOADED),
             )
 
-    def sequence_retry(self, seq_id: str, next_attempt_at: float, reason: str, detail: str,
-                       now: float, *, count_attempt: bool = True) -> None:
+    def sequence_retry(
+        self,
+        seq_id: str,
+        next_attempt_at: float,
+        reason: str,
+        detail: str,
+        now: float,
+        *,
+        count_attempt: bool = True,
+    ) -> None:
         with db.write(self.conn) as c:
             c.execute(
                 "UPDATE sequences SET lease_owner = NULL, next_attempt_at = ?,"
@@ -445,8 +488,7 @@ class Queue:
             c.execute(
                 "UPDATE items SET state = ?, reason = ?, detail = ?, updated_at = ?"
                 " WHERE sequence_id = ? AND state = ?",
-                (ItemState.FAILED, verdict.reason, verdict.detail, now, seq_id,
-                 ItemState.UPLOADED),
+                (ItemState.FAILED, verdict.reason, verdict.detail, now, seq_id, ItemState.UPLOADED),
             )
 
     # --- leases, holds, status ------------------------------------------------------------

@@ -1,0 +1,161 @@
+"""The ``mapillaryd`` command. The only place that calls ``sys.exit`` or maps errors to exit codes.
+
+Exit codes: 0 success, 1 failure of a one-shot job, 2 configuration problems, 3 unusable state
+directory, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from daemon import __version__, logsetup
+from daemon.config import Config, load_config
+from daemon.errors import FatalError
+
+log = structlog.get_logger(__name__)
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=None,
+        help="the TOML configuration (default: $MAPILLARYD_CONFIG or the platform config dir)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mapillaryd",
+        description="Watch SD cards and drop folders and upload their imagery to Mapillary.",
+    )
+    parser.add_argument("--version", action="version", version=f"mapillaryd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the daemon in the foreground")
+    _config_arg(p)
+
+    p = sub.add_parser("status", help="show the queue: counts per state and what needs attention")
+    _config_arg(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("check-config", help="validate the configuration and print it resolved")
+    _config_arg(p)
+
+    p = sub.add_parser("sandbox", help="run a local Mapillary-compatible server (for tests/demos)")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--data", type=Path, required=True, help="where it keeps what it receives")
+    p.add_argument("--token", required=True, help="the user token it accepts")
+
+    p = sub.add_parser("demo", help="a whole drive through the daemon against the local sandbox")
+    p.add_argument("--frames", type=int, default=60, help="frames in the synthetic drive")
+    p.add_argument("--keep", type=Path, default=None, help="keep the demo's files in this folder")
+    p.add_argument("--timeout", type=float, default=180.0, help="give up after this many seconds")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except FatalError as exc:
+        print(f"mapillaryd: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        return cmd_run(load_config(args.config))
+    if args.command == "status":
+        return cmd_status(load_config(args.config), as_json=args.json)
+    if args.command == "check-config":
+        return cmd_check_config(load_config(args.config))
+    if args.command == "sandbox":
+        from daemon.sandbox import serve
+
+        logsetup.configure("info")
+        serve(args.port, args.data, args.token, host=args.host)
+        return 0
+    if args.command == "demo":
+        from daemon.demo import run_demo
+
+        return run_demo(frames=args.frames, keep=args.keep, timeout=args.timeout)
+    raise AssertionError(args.command)
+
+
+def cmd_run(cfg: Config) -> int:
+    """Run the daemon until SIGTERM or SIGINT."""
+    from daemon.service import Service
+
+    logsetup.configure(cfg.log.level, cfg.log.format)
+    if not cfg.watches:
+        log.warning("no_watch_folders", config=cfg.source, hint="add [[watch]] path = ... entries")
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    Service(cfg).run(stop)
+    return 0
+
+
+def cmd_status(cfg: Config, *, as_json: bool) -> int:
+    from daemon.status import render, report
+    from daemon.store.queue import Queue
+
+    if not cfg.state.database.exists():
+        rep = {
+            "items": {},
+            "total": 0,
+            "files_seen": 0,
+            "sequences": {},
+            "clusters": [],
+            "hold": None,
+            "not_uploaded": [],
+            "note": "no queue yet: the daemon never ran",
+        }
+    else:
+        q = Queue.open(cfg.state.database)
+        try:
+            rep = report(q)
+        finally:
+            q.close()
+    if as_json:
+        json.dump(rep, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(render(rep))
+    return 0
+
+
+def cmd_check_config(cfg: Config) -> int:
+    from daemon.credentials import TokenSource
+
+    print(f"configuration: {cfg.source}: OK")
+    print(f"state dir:     {cfg.state.dir}")
+    print(f"spool dir:     {cfg.state.spool_dir}")
+    print(f"upload to:     {cfg.mapillary.upload_endpoint}")
+    print(f"graph API:     {cfg.mapillary.graph_endpoint}")
+    tokens = TokenSource(cfg.mapillary)
+    print(f"token:         {'present' if tokens.current() else tokens.problem}")
+    for w in cfg.watches:
+        exists = "" if w.path.is_dir() else "   (not there now: waiting for it)"
+        print(f"watch:         {w.path} [{w.ingest}, settle {w.settle_seconds:g}s]{exists}")
+    if not cfg.watches:
+        print("watch:         none configured")
+    return 0

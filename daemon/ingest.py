@@ -1,0 +1,217 @@
+"""Ingest: a settled file becomes a queue item (or an occurrence of one it already has).
+
+Order of steps, chosen so that a kill at any instant loses nothing and duplicates nothing:
+
+1. Hash the file — in ``copy`` mode while copying it into the spool under a temporary name,
+   fsync'd, then verified by hashing the copy again and renamed to its content address
+   ``spool/ab/abcdef….ext``. A file that changed or vanished meanwhile (still being written,
+   card pulled) is dropped for now; the next scan finds it again.
+2. Read its metadata (only for content not seen before).
+3. One transaction records the item, or just the new path for known content.
+
+A crash between 1 and 3 leaves at most a spool file, which the next ingest of the same content
+reuses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, tzinfo
+from pathlib import Path
+from typing import BinaryIO
+
+import structlog
+
+from daemon.clock import Clock
+from daemon.errors import CorruptMediaError, ItemError
+from daemon.media.exif import read_image_metadata
+from daemon.media.jpeg import check_jpeg
+from daemon.store.queue import Item, ItemState, Metadata, NewFile, Queue, Verdict
+from daemon.watch import media_kind, stat_file
+
+log = structlog.get_logger(__name__)
+
+CHUNK = 1 << 20
+
+
+class SourceChanged(Exception):
+    """The file changed or disappeared while it was being read; try again later."""
+
+
+@dataclass(frozen=True)
+class Hashed:
+    sha256: str
+    size: int
+    mtime_ns: int
+    data_path: str
+
+
+def hash_in_place(path: str) -> Hashed:
+    """SHA-256 of ``path``; raise :class:`SourceChanged` if it changed while being read."""
+    before = stat_file(path)
+    if before is None:
+        raise SourceChanged(f"{path}: gone")
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                digest.update(chunk)
+    except OSError as exc:
+        raise SourceChanged(f"{path}: {exc.strerror}") from exc
+    if stat_file(path) != before:
+        raise SourceChanged(f"{path}: changed while being read")
+    return Hashed(digest.hexdigest(), before[0], before[1], path)
+
+
+def copy_to_spool(path: str, spool: Path) -> Hashed:
+    """Copy ``path`` into the content-addressed spool, verified; return where the copy lives."""
+    before = stat_file(path)
+    if before is None:
+        raise SourceChanged(f"{path}: gone")
+    tmp_dir = spool / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_dir / f"{uuid.uuid4().hex}.part"
+    digest = hashlib.sha256()
+    try:
+        with _open_source(path) as src, open(tmp, "wb") as dst:
+            while chunk := _read_source(src, path):
+                digest.update(chunk)
+                dst.write(chunk)  # an OSError here is ours (disk full): it propagates
+            dst.flush()
+            os.fsync(dst.fileno())
+        if stat_file(path) != before:
+            raise SourceChanged(f"{path}: changed while being copied")
+        sha = digest.hexdigest()
+        if _sha256_of(tmp) != sha:
+            raise SourceChanged(f"{path}: the spool copy does not match the card (read error?)")
+        dest = spool_path(spool, sha, path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
+        return Hashed(sha, before[0], before[1], str(dest))
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _open_source(path: str) -> BinaryIO:
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise SourceChanged(f"{path}: {exc.strerror}") from exc
+
+
+def _read_source(src: BinaryIO, path: str) -> bytes:
+    try:
+        return src.read(CHUNK)
+    except OSError as exc:  # EIO when a card is pulled mid-read
+        raise SourceChanged(f"{path}: {exc.strerror}") from exc
+
+
+def spool_path(spool: Path, sha256: str, original: str) -> Path:
+    """Where content ``sha256`` lives in the spool (keeping the original's extension)."""
+    ext = os.path.splitext(original)[1].lower()
+    return spool / sha256[:2] / f"{sha256}{ext}"
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_outcome(kind: str, data_path: str, name: str, tz: tzinfo) -> Metadata | Verdict:
+    """What processing can say about one file now: its metadata, or why it cannot go on."""
+    if kind == "video":
+        return Verdict(
+            ItemState.HELD,
+            "video_not_supported_yet",
+            f"{name}: video upload is not supported by this version; kept for a later one",
+        )
+    try:
+        with open(data_path, "rb") as fh:
+            data = fh.read()
+        check_jpeg(data, name)
+        meta = read_image_metadata(data, name, default_tz=tz)
+    except CorruptMediaError as exc:
+        return Verdict(ItemState.QUARANTINED, exc.reason, str(exc))
+    except ItemError as exc:
+        return Verdict(ItemState.REJECTED, exc.reason, str(exc))
+    return Metadata(
+        capture_time=meta.capture_time.astimezone(UTC).isoformat(),
+        lat=meta.lat,
+        lon=meta.lon,
+        alt=meta.alt,
+        heading=meta.heading,
+        make=meta.make,
+        model=meta.model,
+        width=meta.width,
+        height=meta.height,
+        orientation=meta.orientation,
+    )
+
+
+class Ingester:
+    """Turns settled paths into queue rows. One per ingest thread (it owns a queue connection)."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        spool: Path,
+        clock: Clock,
+        outcome: Callable[[str, str, str, tzinfo], Metadata | Verdict] = read_outcome,
+    ) -> None:
+        self.queue, self.spool, self.clock, self.outcome = queue, spool, clock, outcome
+
+    def ingest(self, path: str, watch_root: Path, copy: bool, tz: tzinfo) -> Item | None:
+        """Record ``path`` found under ``watch_root``; return its item, or None if skipped now.
+
+        Raise OSError only for failures on our side (spool or state disk); problems with the
+        source file are logged and the file is left for the next scan.
+        """
+        kind = media_kind(path)
+        st = stat_file(path)
+        if kind is None or st is None or self.queue.is_known(path, *st):
+            return None
+        try:
+            hashed = copy_to_spool(path, self.spool) if copy else hash_in_place(path)
+        except SourceChanged as exc:
+            log.info("ingest_deferred", path=path, why=str(exc))
+            return None
+        name = os.path.basename(path)
+        known = self.queue.item_by_sha(hashed.sha256)
+        outcome: Metadata | Verdict
+        if known is None:
+            outcome = self.outcome(kind, hashed.data_path, name, tz)
+        else:
+            outcome = Verdict(ItemState.REJECTED, "duplicate", "")  # unused: content is known
+        f = NewFile(
+            watch=str(watch_root),
+            source_path=path,
+            size=hashed.size,
+            mtime_ns=hashed.mtime_ns,
+            sha256=hashed.sha256,
+            kind=kind,
+            data_path=hashed.data_path,
+        )
+        item, new = self.queue.record_file(f, outcome, self.clock.now().timestamp())
+        if new:
+            log.info("ingested", path=path, item=item.id, state=item.state, reason=item.reason)
+        else:
+            log.info("already_known", path=path, item=item.id, first_seen=item.source_path)
+            if copy and hashed.data_path != item.data_path:
+                Path(hashed.data_path).unlink(missing_ok=True)
+        return item

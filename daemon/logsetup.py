@@ -1,0 +1,73 @@
+"""structlog configuration: console lines on a terminal, JSON lines otherwise (journald, files).
+
+Secrets never reach the output: a processor replaces every occurrence of the registered secret
+strings (the token) and any ``Authorization`` value in event fields.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+_AUTH_VALUE = re.compile(r"((?:OAuth|Bearer)\s+)[^\s\"',]+", re.IGNORECASE)
+
+
+class Redactor:
+    """A structlog processor that masks secrets in every string field of an event."""
+
+    def __init__(self) -> None:
+        self.secrets: set[str] = set()
+
+    def add(self, secret: str | None) -> None:
+        if secret and len(secret) >= 4:
+            self.secrets.add(secret)
+
+    def scrub(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return _AUTH_VALUE.sub(r"\1***", text)
+
+    def __call__(
+        self, _logger: Any, _name: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        for key, value in list(event.items()):
+            if isinstance(value, str):
+                event[key] = self.scrub(value)
+            elif isinstance(value, BaseException):
+                event[key] = self.scrub(str(value))
+        return event
+
+
+REDACTOR = Redactor()
+
+
+def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Set up structlog for the process. ``fmt`` is ``auto`` (console on a TTY), ``json`` or
+    ``console``. Safe to call more than once."""
+    stream = stream or sys.stderr
+    console = fmt == "console" or (fmt == "auto" and stream.isatty())
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        if console
+        else structlog.processors.JSONRenderer(sort_keys=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            REDACTOR,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )

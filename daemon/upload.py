@@ -1,0 +1,343 @@
+"""The upload stage: image workers and the sequence finisher.
+
+An image upload is: read the queued copy, check it is still the content we hashed, put the
+description JSON into EXIF ImageDescription (pixels untouched), ask the server for the offset of
+``mly_tools_<md5>.jpg`` and send the rest; the handle goes into the queue row. When every image of
+a sequence is settled, the finisher uploads the manifest (a deterministic session key, so a
+repeat after a crash resumes the same session) and calls ``finish_upload``, retrying it with the
+stored handle until it answers — mapillary_tools does not.
+
+Session keys are content digests, so a kill at any point ends in the same server-side session
+and the same handle: nothing is uploaded twice.
+
+Failures go through :func:`daemon.retry.decide`: retry later (time stored in the row), hold
+everything (token rejected), or give the unit up with a recorded reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+
+from daemon.clock import Clock
+from daemon.credentials import TokenSource, fingerprint
+from daemon.describe import exif_description, image_description
+from daemon.errors import ItemError, UploadError
+from daemon.mapillary.graph import GraphClient
+from daemon.mapillary.upload_service import UploadService, session_key
+from daemon.media.exif import ImageMetadata, with_description
+from daemon.retry import Action, Policy, decide
+from daemon.store.queue import Item, ItemState, Queue, SequenceRow, Verdict
+
+log = structlog.get_logger(__name__)
+
+HOLD_KEY = "hold"
+MANIFEST_FILE_TYPE = "mly_bundle_manifest"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    upload: str
+    graph: str
+    organization_id: str | None = None
+    timeout: float = 60.0
+
+
+class Upstream:
+    """What every worker must respect before talking to Mapillary.
+
+    * a pause (``Retry-After``, outage) measured on the monotonic clock, shared by all workers,
+      so one 429 quiets everyone and the end of an outage is not a retry storm;
+    * a hold (token rejected or missing), persisted in the queue's meta table so ``status`` shows
+      it, lifted as soon as a different token appears.
+    """
+
+    def __init__(self, clock: Clock, tokens: TokenSource) -> None:
+        self.clock, self.tokens = clock, tokens
+        self._lock = threading.Lock()
+        self._paused_until = 0.0
+        self._hold: dict[str, str] | None = None
+        self.changed = threading.Event()
+
+    def pause(self, seconds: float, reason: str) -> None:
+        if seconds <= 0:
+            return
+        with self._lock:
+            until = self.clock.monotonic() + seconds
+            if until > self._paused_until:
+                self._paused_until = until
+                log.info("upstream_paused", seconds=round(seconds, 1), reason=reason)
+
+    def pause_remaining(self) -> float:
+        with self._lock:
+            return max(0.0, self._paused_until - self.clock.monotonic())
+
+    def load_hold(self, queue: Queue) -> None:
+        raw = queue.get_meta(HOLD_KEY)
+        self._hold = json.loads(raw) if raw else None
+
+    def hold(self, queue: Queue, reason: str, detail: str, token: str | None) -> None:
+        """Stop all uploads until the token changes; logged once."""
+        with self._lock:
+            if self._hold is not None and self._hold.get("reason") == reason:
+                return
+            self._hold = {
+                "reason": reason,
+                "detail": detail,
+                "token": fingerprint(token) if token else "",
+                "since": self.clock.now().isoformat(),
+            }
+            queue.set_meta(HOLD_KEY, json.dumps(self._hold))
+        log.error("uploads_held", reason=reason, detail=detail)
+
+    def usable_token(self, queue: Queue) -> str | None:
+        """The token to use now, or None while uploads are held. Lifts a hold the fix resolved."""
+        token = self.tokens.current()
+        with self._lock:
+            hold = self._hold
+        if token is None:
+            self.hold(queue, "no_token", self.tokens.problem, None)
+            return None
+        if hold is not None:
+            if hold.get("token") == fingerprint(token):
+                return None
+            with self._lock:
+                self._hold = None
+                queue.set_meta(HOLD_KEY, None)
+            log.info("uploads_resumed", why="the token changed")
+            self.changed.set()
+        return token
+
+
+class Uploader:
+    """One worker's upload loop. Owns its queue connection and HTTP clients."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        endpoints: Endpoints,
+        upstream: Upstream,
+        clock: Clock,
+        policy: Policy,
+        owner: str,
+        stop: threading.Event,
+        *,
+        rng: random.Random | None = None,
+        on_done: Callable[[], None] | None = None,
+    ) -> None:
+        self.queue, self.endpoints, self.upstream = queue, endpoints, upstream
+        self.clock, self.policy, self.owner, self.stop = clock, policy, owner, stop
+        self.rng = rng or random.Random()
+        self.on_done = on_done
+        self._token: str | None = None
+        self._upload: UploadService | None = None
+        self._graph: GraphClient | None = None
+
+    def close(self) -> None:
+        for client in (self._upload, self._graph):
+            if client is not None:
+                client.close()
+
+    def _clients(self, token: str) -> tuple[UploadService, GraphClient]:
+        if token != self._token or self._upload is None or self._graph is None:
+            self.close()
+            e = self.endpoints
+            self._upload = UploadService(e.upload, token, clock=self.clock, timeout=e.timeout)
+            self._graph = GraphClient(e.graph, token, clock=self.clock, timeout=e.timeout)
+            self._token = token
+        return self._upload, self._graph
+
+    def now(self) -> float:
+        return self.clock.now().timestamp()
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def step(self, *, images: bool = True, sequences: bool = True) -> bool:
+        """Do one unit of work if any is due and allowed; return True if something was done."""
+        if self.upstream.pause_remaining() > 0:
+            return False
+        token = self.upstream.usable_token(self.queue)
+        if token is None:
+            return False
+        if sequences:
+            seq = self.queue.claim_sequence(self.owner, self.now())
+            if seq is not None:
+                self._finish(seq, token)
+                return True
+        if images:
+            item = self.queue.claim_item(self.owner, self.now())
+            if item is not None:
+                self._upload_image(item, token)
+                return True
+        return False
+
+    def run(self, *, images: bool = True, sequences: bool = True, idle: float = 0.5) -> None:
+        """Work until ``stop`` is set; sleep up to ``idle`` seconds when nothing is due."""
+        try:
+            while not self.stop.is_set():
+                if not self.step(images=images, sequences=sequences):
+                    wait = min(idle, self.upstream.pause_remaining() or idle)
+                    self.stop.wait(max(0.05, wait))
+        finally:
+            self.close()
+
+    # --- one image ------------------------------------------------------------------------
+
+    def _upload_image(self, item: Item, token: str) -> None:
+        log_ = log.bind(item=item.id, path=item.source_path)
+        try:
+            payload = prepare_image(item)
+        except FileNotFoundError:
+            self.queue.item_retry(
+                item.id,
+                self.now() + 60,
+                "source_missing",
+                f"{item.data_path} is missing; waiting for it to come back",
+                self.now(),
+                count_attempt=False,
+            )
+            log_.warning("image_source_missing", data_path=item.data_path)
+            return
+        except ItemError as exc:
+            self.queue.item_failed(
+                item.id, Verdict(ItemState.REJECTED, exc.reason, str(exc)), self.now()
+            )
+            log_.warning("image_rejected_at_upload", reason=exc.reason, detail=str(exc))
+            return
+        key = session_key(hashlib.md5(payload).hexdigest(), ".jpg")
+        service, _ = self._clients(token)
+        try:
+            offset = service.fetch_offset(key)
+            handle = service.upload(key, payload, offset)
+        except UploadError as exc:
+            self._failed(
+                exc,
+                item.attempts,
+                token,
+                retry=lambda at, reason, detail: self.queue.item_retry(
+                    item.id, at, reason, detail, self.now()
+                ),
+                give_up=lambda reason, detail: self.queue.item_failed(
+                    item.id, Verdict(ItemState.FAILED, reason, detail), self.now()
+                ),
+                release=lambda: self.queue.release_item(item.id, self.now()),
+            )
+            return
+        self.queue.item_uploaded(item.id, key, handle, self.now())
+        log_.debug("image_uploaded", session_key=key, resumed_at=offset or None)
+
+    # --- one sequence ---------------------------------------------------------------------
+
+    def _finish(self, seq: SequenceRow, token: str) -> None:
+        service, graph = self._clients(token)
+        try:
+            handle = seq.manifest_handle
+            if handle is None:
+                manifest = manifest_bytes(self.queue.image_handles(seq.id))
+                key = session_key(hashlib.md5(manifest).hexdigest(), ".json")
+                offset = service.fetch_offset(key)
+                handle = service.upload(key, manifest, offset)
+                self.queue.manifest_uploaded(seq.id, key, handle, self.now())
+            cluster = graph.finish_upload(
+                handle, MANIFEST_FILE_TYPE, self.endpoints.organization_id
+            )
+        except UploadError as exc:
+            self._failed(
+                exc,
+                seq.attempts,
+                token,
+                retry=lambda at, reason, detail: self.queue.sequence_retry(
+                    seq.id, at, reason, detail, self.now()
+                ),
+                give_up=lambda reason, detail: self.queue.sequence_failed(
+                    seq.id, Verdict(ItemState.FAILED, reason, detail), self.now()
+                ),
+                release=lambda: self.queue.release_sequence(seq.id),
+            )
+            return
+        self.queue.sequence_done(seq.id, cluster, self.now())
+        log.info("sequence_uploaded", sequence=seq.id, images=seq.image_count, cluster_id=cluster)
+        if self.on_done is not None:
+            self.on_done()
+
+    # --- failures -------------------------------------------------------------------------
+
+    def _failed(
+        self,
+        exc: UploadError,
+        attempts: int,
+        token: str,
+        *,
+        retry: Callable[[float, str, str], None],
+        give_up: Callable[[str, str], None],
+        release: Callable[[], None],
+    ) -> None:
+        decision = decide(exc, attempts, self.policy, self.rng)
+        if decision.action is Action.HOLD_AUTH:
+            release()
+            self.upstream.hold(
+                self.queue, "auth_rejected", f"Mapillary rejected the token: {exc}", token
+            )
+        elif decision.action is Action.RETRY:
+            retry(self.now() + decision.delay, decision.reason, str(exc))
+            self.upstream.pause(decision.upstream_wait, decision.reason)
+            log.info(
+                "upload_retry_scheduled",
+                reason=decision.reason,
+                delay=round(decision.delay, 1),
+                attempts=attempts + 1,
+                error=str(exc),
+            )
+        else:
+            give_up(decision.reason, str(exc))
+            log.warning("upload_rejected", reason=decision.reason, error=str(exc))
+
+
+def prepare_image(item: Item) -> bytes:
+    """The bytes to upload for ``item``: its JPEG with the description in ImageDescription.
+
+    Raise FileNotFoundError if the queued copy is gone, :class:`ItemError` if it is no longer
+    the content that was ingested or its EXIF cannot be rewritten.
+    """
+    with open(item.data_path, "rb") as fh:
+        data = fh.read()
+    if hashlib.sha256(data).hexdigest() != item.sha256:
+        raise ItemError(
+            f"{item.source_path}: the file changed after it was queued", reason="source_changed"
+        )
+    assert item.capture_time is not None and item.lat is not None and item.lon is not None
+    meta = ImageMetadata(
+        capture_time=datetime.fromisoformat(item.capture_time),
+        lat=item.lat,
+        lon=item.lon,
+        alt=item.alt,
+        heading=item.heading,
+        make=item.make,
+        model=item.model,
+        width=item.width,
+        height=item.height,
+        orientation=item.orientation,
+        gps_time_used=False,
+    )
+    desc = image_description(
+        meta,
+        filename=item.source_path,
+        md5sum=None,
+        filesize=None,
+        sequence_id=item.sequence_id,
+    )
+    return with_description(data, exif_description(desc), os.path.basename(item.source_path))
+
+
+def manifest_bytes(handles: list[str]) -> bytes:
+    """The image-bundle manifest, as mapillary_tools writes it (sorted keys, no spaces)."""
+    doc = {"image_handles": handles, "upload_type": "images", "version": "1"}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
