@@ -231,7 +231,8 @@ class Queue:
     def close_quiet_batches(self, now: float, quiet_seconds: float, busy: Iterable[str]) -> None:
         """Close open batches with no new file for ``quiet_seconds``, unless their watch is busy.
 
-        A ``last_added_at`` in the future (the clock jumped back) counts as "just now".
+        A ``last_added_at`` in the future (the clock jumped back) is reset to ``now``, so the batch
+        closes one quiet window after the jump instead of never.
         """
         busy_set = set(busy)
         with db.write(self.conn) as c:
@@ -239,7 +240,10 @@ class Queue:
                 "SELECT id, watch, last_added_at FROM batches WHERE closed_at IS NULL"
             ).fetchall()
             for row in rows:
-                last = min(row["last_added_at"], now)
+                last = row["last_added_at"]
+                if last > now:  # stamped before the clock jumped back: count from now
+                    c.execute("UPDATE batches SET last_added_at = ? WHERE id = ?", (now, row["id"]))
+                    continue
                 if row["watch"] not in busy_set and now - last >= quiet_seconds:
                     c.execute("UPDATE batches SET closed_at = ? WHERE id = ?", (now, row["id"]))
 
