@@ -1,0 +1,1 @@
+"""Pure geometry and sequence rules: plain values in, plain values out, no I/O."""
