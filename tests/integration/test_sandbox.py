@@ -20,7 +20,9 @@ import piexif
 import pytest
 
 from daemon import synth
-from daemon.sandbox import Sandbox
+from daemon.sandbox import Disconnect, Reply, Request, Sandbox
+from daemon.sandbox.replies import json_reply
+from tests.conftest import ManualClock
 
 TOKEN = "sandbox-test-token"
 REPO = Path(__file__).resolve().parents[2]
@@ -89,10 +91,8 @@ def finish(sb: Sandbox, handle: str, file_type: str = "mly_bundle_manifest") -> 
 
 def described_jpeg(seed: int, description: dict[str, Any]) -> bytes:
     """A synthetic JPEG whose EXIF ImageDescription is ``description`` as JSON."""
-    jpeg = synth.jpeg_bytes(seed)
     exif = piexif.dump({"0th": {piexif.ImageIFD.ImageDescription: json.dumps(description)}})
-    out: bytes = piexif.insert(exif, jpeg)  # piexif returns bytes when given bytes
-    return out
+    return synth.jpeg_bytes(seed, exif=exif)
 
 
 def manifest(handles: list[str]) -> bytes:
@@ -102,6 +102,13 @@ def manifest(handles: list[str]) -> bytes:
 
 def key_of(data: bytes, suffix: str = ".jpg") -> str:
     return f"mly_tools_{hashlib.md5(data).hexdigest()}{suffix}"
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    reply = b""
+    while piece := sock.recv(65536):
+        reply += piece
+    return reply
 
 
 def wait_for_offset(sb: Sandbox, key: str, expected: int) -> None:
@@ -143,16 +150,14 @@ def test_content_length_post_in_several_steps(sandbox: Sandbox) -> None:
 
 
 def test_old_per_chunk_style_is_complete_only_at_entity_length(sandbox: Sandbox) -> None:
-    data = b"z" * 100
     headers = {"X-Entity-Length": "100", "X-Entity-Type": "application/zip"}
-    for start in (0, 50):
-        answer = call(
-            sandbox, "POST", "/upload/old.zip", data[start : start + 50], headers | {"Offset": str(start)}
-        )
-        assert answer.status == 200
-        if start == 0:  # half of the announced length: a handle, but not finishable yet
-            assert finish(sandbox, answer.json()["h"], "zip").status == 400
-    assert finish(sandbox, answer.json()["h"], "zip").status == 200
+    first = call(sandbox, "POST", "/upload/old.zip", b"z" * 50, headers | {"Offset": "0"})
+    handle = first.json()["h"]
+
+    assert finish(sandbox, handle, "zip").status == 400  # 50 of the announced 100 bytes
+    second = call(sandbox, "POST", "/upload/old.zip", b"z" * 50, headers | {"Offset": "50"})
+    assert second.json()["h"] == handle
+    assert finish(sandbox, handle, "zip").status == 200
 
 
 def test_wrong_offset_is_412_retriable_and_changes_nothing(sandbox: Sandbox) -> None:
@@ -180,12 +185,15 @@ def test_handles_differ_per_session_key(sandbox: Sandbox) -> None:
     assert upload(sandbox, "a.jpg", b"same") != upload(sandbox, "b.jpg", b"same")
 
 
-def _send_half_and_vanish(sb: Sandbox, key: str, head: bytes, framing: str, total: int) -> None:
+def _send_half_and_vanish(
+    sb: Sandbox, key: str, head: bytes, framing: str, total: int, offset: int = 0
+) -> None:
+    """Start a POST at ``offset`` announcing ``total`` bytes, send ``head`` only, disconnect."""
     port = int(sb.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         request = (
             f"POST /upload/{key} HTTP/1.1\r\nHost: x\r\nAuthorization: OAuth {TOKEN}\r\n"
-            f"Offset: 0\r\nX-Entity-Name: {key}\r\n{framing}\r\n"
+            f"Offset: {offset}\r\nX-Entity-Name: {key}\r\n{framing}\r\n"
         ).encode()
         if "chunked" in framing:
             head = f"{total:x}\r\n".encode() + head  # announce the whole chunk, send part of it
@@ -193,7 +201,9 @@ def _send_half_and_vanish(sb: Sandbox, key: str, head: bytes, framing: str, tota
 
 
 @pytest.mark.parametrize(
-    "framing", ["Content-Length: 4000\r\n", "Transfer-Encoding: chunked\r\n"], ids=["sized", "chunked"]
+    "framing",
+    ["Content-Length: 4000\r\n", "Transfer-Encoding: chunked\r\n"],
+    ids=["sized", "chunked"],
 )
 def test_cut_body_keeps_what_arrived_and_resumes(sandbox: Sandbox, framing: str) -> None:
     data = os.urandom(4000)
@@ -210,9 +220,8 @@ def test_cut_body_keeps_what_arrived_and_resumes(sandbox: Sandbox, framing: str)
 def test_cut_session_cannot_be_finished_until_completed(sandbox: Sandbox) -> None:
     data = os.urandom(4000)
     key = key_of(data, ".mp4")
-    first = post_bytes(sandbox, key, data[:1000])  # complete as far as the client said…
-    _send_half_and_vanish(sandbox, key, data[1000:2000], "Content-Length: 3000\r\n", 3000)
-    post_bytes(sandbox, key, b"", offset=1000)  # … but the offset check now fails
+    first = post_bytes(sandbox, key, data[:1000])  # complete as far as that POST said
+    _send_half_and_vanish(sandbox, key, data[1000:2000], "Content-Length: 3000\r\n", 3000, 1000)
     wait_for_offset(sandbox, key, 2000)
 
     assert finish(sandbox, first.json()["h"], "mly_camm_video").status == 400
@@ -231,7 +240,9 @@ def test_bad_offset_header_is_400(sandbox: Sandbox) -> None:
 
 
 def _bundle(sb: Sandbox, count: int = 3) -> tuple[str, list[bytes], list[str]]:
-    images = [described_jpeg(i, {"MAPLatitude": 46.0 + i, "MAPLongitude": 14.5}) for i in range(count)]
+    images = [
+        described_jpeg(i, {"MAPLatitude": 46.0 + i, "MAPLongitude": 14.5}) for i in range(count)
+    ]
     handles = [upload(sb, key_of(img), img) for img in images]
     return upload(sb, "uuid_manifest1.json", manifest(handles)), images, handles
 
@@ -279,6 +290,17 @@ def test_finish_video_with_organization(sandbox: Sandbox) -> None:
     assert "images" not in cluster
 
 
+def test_handles_expire_but_finished_ones_stay_finished(tmp_path: Path, clock: ManualClock) -> None:
+    with Sandbox(tmp_path / "sandbox", TOKEN, clock=clock) as sb:
+        finished = upload(sb, "a.zip", b"a")
+        cluster_id = finish(sb, finished, "zip").json()["cluster_id"]
+        pending = upload(sb, "b.zip", b"b")
+        clock.advance(8 * 24 * 3600)
+
+        _graph_error(finish(sb, pending, "zip"), 400, "expired")
+        assert finish(sb, finished, "zip").json()["cluster_id"] == cluster_id
+
+
 def _graph_error(answer: Answer, status: int, fragment: str) -> dict[str, Any]:
     assert answer.status == status, answer.body
     error: dict[str, Any] = answer.json()["error"]
@@ -314,7 +336,9 @@ def test_finish_rejects_bad_manifests(sandbox: Sandbox, content: bytes, fragment
 def test_finish_rejects_images_without_json_description(sandbox: Sandbox) -> None:
     plain = synth.jpeg_bytes(7)
     handle = upload(sandbox, key_of(plain), plain)
-    _graph_error(finish(sandbox, upload(sandbox, "m.json", manifest([handle]))), 400, "ImageDescription")
+    _graph_error(
+        finish(sandbox, upload(sandbox, "m.json", manifest([handle]))), 400, "ImageDescription"
+    )
 
 
 @pytest.mark.parametrize(
@@ -344,13 +368,22 @@ def test_unknown_organization_is_404_graph_error(sandbox: Sandbox) -> None:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/upload/a.jpg"), ("POST", "/upload/a.jpg"), ("POST", "/finish_upload"), ("GET", "/me")],
+    [
+        ("GET", "/upload/a.jpg"),
+        ("POST", "/upload/a.jpg"),
+        ("POST", "/finish_upload"),
+        ("GET", "/me"),
+    ],
 )
 @pytest.mark.parametrize("authorization", [None, "OAuth wrong", "Basic " + TOKEN, "OAuth MLY|1|2"])
 def test_wrong_or_missing_token_is_401_code_190(
     sandbox: Sandbox, method: str, path: str, authorization: str | None
 ) -> None:
-    headers = {"Offset": "0"} if authorization is None else {"Offset": "0", "Authorization": authorization}
+    headers = (
+        {"Offset": "0"}
+        if authorization is None
+        else {"Offset": "0", "Authorization": authorization}
+    )
 
     answer = call(sandbox, method, path, b"{}" if method == "POST" else None, headers, token=None)
 
@@ -385,7 +418,7 @@ def test_garbage_on_the_socket_gets_a_json_error(sandbox: Sandbox) -> None:
     port = int(sandbox.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(b"\x16\x03\x01 nonsense\r\n\r\n")
-        reply = sock.recv(65536)
+        reply = read_until_closed(sock)
     status_line, _, rest = reply.partition(b"\r\n")
     assert status_line.split()[1] == b"400"
     assert "error" in json.loads(rest.split(b"\r\n\r\n", 1)[1])
@@ -398,7 +431,7 @@ def test_bad_chunk_framing_is_400(sandbox: Sandbox) -> None:
             f"POST /upload/f.jpg HTTP/1.1\r\nAuthorization: OAuth {TOKEN}\r\nOffset: 0\r\n"
             "Transfer-Encoding: chunked\r\n\r\nzz\r\n".encode()
         )
-        reply = sock.recv(65536)
+        reply = read_until_closed(sock)
     assert reply.split()[1] == b"400"
 
 
@@ -413,6 +446,38 @@ def test_stats_count_routes_and_bytes(sandbox: Sandbox) -> None:
     assert stats["bytes_received"] == 1234
 
 
+class OneFault:
+    """Answers 503 to the first request on ``route``, hangs up on the second, then stops."""
+
+    def __init__(self, route: str) -> None:
+        self.route = route
+        self.seen: list[str] = []
+
+    def before(self, request: Request) -> Reply | None:
+        self.seen.append(request.route)
+        nth = self.seen.count(self.route) if request.route == self.route else 0
+        if nth == 1:
+            return json_reply(503, {"debug_info": {"retriable": True}}, {"Retry-After": "3"})
+        if nth == 2:
+            raise Disconnect
+        return None
+
+
+def test_fault_hook_sees_every_request_and_can_answer_or_hang_up(sandbox: Sandbox) -> None:
+    hook = OneFault("GET /upload/{session_key}")
+    sandbox.faults = hook
+
+    first = call(sandbox, "GET", "/upload/k.jpg")
+    with pytest.raises(http.client.RemoteDisconnected):
+        call(sandbox, "GET", "/upload/k.jpg")
+    third = call(sandbox, "GET", "/upload/k.jpg")
+
+    assert (first.status, first.headers["Retry-After"]) == (503, "3")
+    assert third.json() == {"offset": 0}
+    assert call(sandbox, "GET", "/me?fields=id").status == 200
+    assert hook.seen[-1] == "GET /me"
+
+
 def test_restart_keeps_sessions_handles_and_clusters(tmp_path: Path) -> None:
     data_dir = tmp_path / "state"
     with Sandbox(data_dir, TOKEN) as first:
@@ -423,31 +488,26 @@ def test_restart_keeps_sessions_handles_and_clusters(tmp_path: Path) -> None:
     with Sandbox(data_dir, TOKEN) as second:
         assert offset_of(second, "partial.mp4") == 100
         assert finish(second, manifest_handle).json()["cluster_id"] == cluster_id
-        assert post_bytes(second, "uuid_manifest1.json", b"", offset=offset_of(second, "uuid_manifest1.json")).json()[
-            "h"
-        ] == manifest_handle
+        size = offset_of(second, "uuid_manifest1.json")
+        again = post_bytes(second, "uuid_manifest1.json", b"", offset=size)
+        assert again.json()["h"] == manifest_handle
         assert len(second.clusters()) == 1
 
 
 def test_command_line_serves_until_sigterm(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "daemon.sandbox", "--port", "0", "--data", str(tmp_path), "--token", TOKEN],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        url = line.split()[2]
-        port = int(url.rsplit(":", 1)[1])
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        conn.request("GET", "/me?fields=username", headers={"Authorization": f"OAuth {TOKEN}"})
-        assert json.loads(conn.getresponse().read())["username"] == "sandbox_user"
-        conn.close()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    argv = ["--port", "0", "--data", str(tmp_path), "--token", TOKEN]
+    with subprocess.Popen(
+        [sys.executable, "-m", "daemon.sandbox", *argv], cwd=REPO, stdout=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            url = proc.stdout.readline().split()[2]
+            conn = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=5)
+            conn.request("GET", "/me?fields=username", headers={"Authorization": f"OAuth {TOKEN}"})
+            assert json.loads(conn.getresponse().read())["username"] == "sandbox_user"
+            conn.close()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()

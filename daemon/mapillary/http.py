@@ -1,0 +1,181 @@
+"""One JSON-over-HTTP exchange with Mapillary, and the translation of every failure.
+
+This is the boundary where httpx's exceptions and the services' error bodies become
+:mod:`daemon.errors`:
+
+* no usable response (connect/read/write failure, timeout, body cut) → ``TransportError``;
+* 401/403, a 4xx whose ``debug_info.type`` is ``NotAuthorizedError``, or Graph error code 190
+  → ``AuthError``;
+* any other non-2xx → ``UploadError`` with ``status``, ``retry_after`` (``Retry-After`` in seconds
+  or as an HTTP date, else the JSON ``backoff`` in ms), ``retriable`` (``debug_info.retriable``)
+  and ``error_type`` (``debug_info.type`` or ``error.type``);
+* a 2xx whose body is not a JSON object → ``ProtocolError``.
+
+Messages name the method, URL path and status, with a short excerpt of the server's message;
+the token is never part of them. Exceptions raised while producing a request body (e.g. an
+``OSError`` reading the source file) are not translated: they are not the network's fault.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from daemon import __version__, errors
+from daemon.clock import Clock
+
+USER_AGENT = f"mapillaryd/{__version__}"
+EXCERPT_CHARS = 200
+INVALID_TOKEN_CODE = 190
+_AUTH_STATUSES = (401, 403)
+_DELAY_SECONDS = re.compile(r"\d+(\.\d+)?")
+
+
+@dataclass(frozen=True)
+class JsonReply:
+    """A 2xx answer: ``where`` is ``"<METHOD> <path> → <status>"``, for messages."""
+
+    where: str
+    status: int
+    payload: dict[str, Any]
+
+
+class JsonHttp:
+    """An httpx client that sends ``Authorization: OAuth <token>`` and returns JSON objects."""
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        clock: Clock,
+        timeout: float,
+        transport: httpx.BaseTransport | None,
+    ) -> None:
+        self._token = token
+        self._clock = clock
+        self._client = httpx.Client(
+            headers={"Authorization": f"OAuth {token}", "User-Agent": USER_AGENT},
+            timeout=httpx.Timeout(timeout),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._client.close()
+
+    def call(self, method: str, url: str, **kwargs: Any) -> JsonReply:
+        """Send one request (``kwargs`` as for ``httpx.Client.request``); its 2xx JSON object.
+
+        Raises the :mod:`daemon.errors` described in the module docstring.
+        """
+        where = f"{method} {httpx.URL(url).path}"
+        try:
+            response = self._client.request(method, url, **kwargs)
+        except httpx.TransportError as exc:
+            raise errors.TransportError(self._redact(f"{where}: {_describe(exc)}")) from exc
+        except httpx.RequestError as exc:  # e.g. undecodable content encoding
+            raise errors.ProtocolError(self._redact(f"{where}: {_describe(exc)}")) from exc
+        where = f"{where} → {response.status_code}"
+        if not response.is_success:
+            raise self._status_error(where, response)
+        try:
+            payload = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            message = f"{where}: body is not JSON: {self._excerpt(response.text)}"
+            raise errors.ProtocolError(message, status=response.status_code) from exc
+        if not isinstance(payload, dict):
+            message = f"{where}: expected a JSON object: {self._excerpt(response.text)}"
+            raise errors.ProtocolError(message, status=response.status_code)
+        return JsonReply(where, response.status_code, payload)
+
+    def protocol_error(self, reply: JsonReply, message: str) -> errors.ProtocolError:
+        """A :class:`~daemon.errors.ProtocolError` for a 2xx whose content broke the protocol."""
+        text = f"{reply.where}: {message}: {self._excerpt(json.dumps(reply.payload))}"
+        return errors.ProtocolError(text, status=reply.status)
+
+    def _status_error(self, where: str, response: httpx.Response) -> errors.UploadError:
+        payload = _json_or_empty(response)
+        debug_info = _dict(payload.get("debug_info"))
+        graph_error = _dict(payload.get("error"))
+        error_type = debug_info.get("type") or graph_error.get("type")
+        server_message = debug_info.get("message") or graph_error.get("message") or response.text
+        retriable = debug_info.get("retriable")
+        status = response.status_code
+        cls = (
+            errors.AuthError
+            if _is_auth_failure(status, debug_info, graph_error)
+            else errors.UploadError
+        )
+        return cls(
+            f"{where}: {self._excerpt(str(server_message))}",
+            status=status,
+            retry_after=retry_after(response, payload, self._clock),
+            retriable=retriable if isinstance(retriable, bool) else None,
+            error_type=str(error_type) if error_type else None,
+        )
+
+    def _excerpt(self, text: str) -> str:
+        flat = " ".join(text.split())
+        if len(flat) > EXCERPT_CHARS:
+            flat = flat[: EXCERPT_CHARS - 1] + "…"
+        return self._redact(flat) or "(empty body)"
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._token, "<token>") if self._token else text
+
+
+def retry_after(response: httpx.Response, payload: dict[str, Any], clock: Clock) -> float | None:
+    """Seconds the server asked to wait: ``Retry-After`` (seconds or HTTP date, relative to
+    ``clock.now()``, never negative), else JSON ``backoff`` in milliseconds, else None."""
+    header = _header_delay(response.headers.get("Retry-After", "").strip(), clock)
+    return header if header is not None else _backoff_delay(payload.get("backoff"))
+
+
+def _header_delay(value: str, clock: Clock) -> float | None:
+    if _DELAY_SECONDS.fullmatch(value):
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - clock.now()).total_seconds())
+
+
+def _backoff_delay(backoff: Any) -> float | None:
+    if isinstance(backoff, bool) or not isinstance(backoff, int | float):
+        return None
+    if not math.isfinite(backoff) or backoff < 0:
+        return None
+    return backoff / 1000.0
+
+
+def _is_auth_failure(status: int, debug_info: dict[str, Any], graph: dict[str, Any]) -> bool:
+    if status in _AUTH_STATUSES or graph.get("code") == INVALID_TOKEN_CODE:
+        return True
+    return 400 <= status < 500 and debug_info.get("type") == "NotAuthorizedError"
+
+
+def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
+    try:
+        return _dict(response.json())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _describe(exc: Exception) -> str:
+    detail = str(exc) or "no detail"
+    return f"no usable response ({type(exc).__name__}: {detail})"

@@ -1,0 +1,142 @@
+"""Client of the resumable upload service (``rupload``), as mapillary_tools 0.14.7 speaks it.
+
+``GET {endpoint}/{session_key}`` → ``{"offset": n}``: how many bytes the service holds.
+``POST {endpoint}/{session_key}`` with ``Offset: n`` and ``X-Entity-Name: <session_key>``, the
+body being the source from ``n`` to its end sent as one chunked stream → ``{"h": handle}``.
+Failures are raised as :mod:`daemon.errors` (see :mod:`daemon.mapillary.http`); retrying is the
+caller's business.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import BinaryIO
+from urllib.parse import quote
+
+import httpx
+
+from daemon.clock import SYSTEM_CLOCK, Clock
+from daemon.mapillary.http import JsonHttp
+
+MIN_UPLOAD_SPEED = 50 * 1024  # bytes/s; the read timeout grows with what is left to send
+_MD5_HEX = re.compile(r"[0-9a-f]{32}")
+_SUFFIX = re.compile(r"\.[a-z0-9]+")
+
+
+def session_key(md5_hex: str, suffix: str) -> str:
+    """The session key mapillary_tools uses for content with this md5: ``mly_tools_<md5><suffix>``.
+
+    ``suffix`` includes its dot: ``.jpg`` for images, ``.mp4`` for videos, ``.zip``, ``.json``.
+    Identical content maps to the same key, which is what makes resuming across runs work.
+    Raises ValueError for anything but 32 hex digits and a ``.alnum`` suffix.
+    """
+    md5_hex, suffix = md5_hex.lower(), suffix.lower()
+    if not _MD5_HEX.fullmatch(md5_hex):
+        raise ValueError(f"not an md5 hex digest: {md5_hex!r}")
+    if not _SUFFIX.fullmatch(suffix):
+        raise ValueError(f"not a file suffix: {suffix!r}")
+    return f"mly_tools_{md5_hex}{suffix}"
+
+
+class UploadService:
+    """Fetch offsets and stream bytes to one upload endpoint with one user token."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        token: str,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+        chunk_size: int = 1 << 20,
+    ) -> None:
+        if chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
+        self._endpoint = endpoint.rstrip("/")
+        self._timeout = timeout
+        self._chunk_size = chunk_size
+        self._http = JsonHttp(token, clock=clock, timeout=timeout, transport=transport)
+
+    def _url(self, key: str) -> str:
+        return f"{self._endpoint}/{quote(key, safe='')}"
+
+    def fetch_offset(self, session_key: str) -> int:
+        """Bytes the service holds for ``session_key`` (0 for a session it has never seen)."""
+        reply = self._http.call("GET", self._url(session_key))
+        offset = reply.payload.get("offset")
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise self._http.protocol_error(reply, "no valid offset")
+        return offset
+
+    def upload(
+        self,
+        session_key: str,
+        source: BinaryIO | bytes,
+        offset: int,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> str:
+        """Send ``source[offset:]`` as one chunked POST and return the file handle.
+
+        ``offset`` must be what :meth:`fetch_offset` said (else the service answers 412,
+        raised as a retriable ``UploadError``). ``source`` (bytes or a seekable binary file,
+        left open) is read from ``offset`` in pieces of
+        ``chunk_size``; ``on_progress`` gets the absolute offset reached after each piece has
+        been handed to the connection. Sending nothing (``offset`` at the end) returns the handle
+        of a session that already holds everything. The read timeout is
+        ``max(timeout, remaining bytes / 50 KiB/s)``.
+        """
+        size = _size(source)
+        if not 0 <= offset <= size:
+            raise ValueError(f"offset {offset} outside the source's {size} bytes")
+        read_timeout = max(self._timeout, (size - offset) / MIN_UPLOAD_SPEED)
+        reply = self._http.call(
+            "POST",
+            self._url(session_key),
+            headers={"Offset": str(offset), "X-Entity-Name": session_key},
+            content=self._pieces(source, offset, on_progress),
+            timeout=httpx.Timeout(self._timeout, read=read_timeout),
+        )
+        handle = reply.payload.get("h")
+        if not isinstance(handle, str) or not handle:
+            raise self._http.protocol_error(reply, "no file handle")
+        return handle
+
+    def _pieces(
+        self,
+        source: BinaryIO | bytes,
+        offset: int,
+        on_progress: Callable[[int], None] | None,
+    ) -> Iterator[bytes]:
+        stream = io.BytesIO(source) if isinstance(source, bytes) else source
+        stream.seek(offset)
+        position = offset
+        while piece := stream.read(self._chunk_size):
+            yield piece
+            position += len(piece)
+            if on_progress is not None:
+                on_progress(position)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> UploadService:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _size(source: BinaryIO | bytes) -> int:
+    if isinstance(source, bytes):
+        return len(source)
+    return source.seek(0, io.SEEK_END)

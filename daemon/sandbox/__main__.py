@@ -1,0 +1,5 @@
+"""``python -m daemon.sandbox``."""
+
+from daemon.sandbox import main
+
+raise SystemExit(main())

@@ -1,0 +1,284 @@
+"""The sandbox's routes: upload service, Graph API subset and ``/_sandbox`` inspection.
+
+:class:`SandboxApp` maps one parsed request (plus its unread body) to one :class:`Reply`; it knows
+nothing about sockets. The HTTP plumbing is in :mod:`daemon.sandbox.server`.
+
+Fault injection seam: :attr:`SandboxApp.faults` is consulted first for every request. A hook may
+return a reply to send instead (5xx, 429…), sleep before returning None (slow), or raise
+:class:`Disconnect` to drop the connection without answering.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import Message
+from typing import Protocol
+from urllib.parse import unquote
+
+from daemon.clock import Clock
+from daemon.sandbox import replies
+from daemon.sandbox.body import Body, BodyCut, BodyFramingError
+from daemon.sandbox.finish import Finisher, FinishError, parse_request
+from daemon.sandbox.handles import HandleSigner
+from daemon.sandbox.replies import Reply, graph_error, json_reply, upload_error
+from daemon.sandbox.store import OffsetMismatchError, SandboxStore, SessionBusyError
+
+JSON_BODY_LIMIT = 1 << 20
+MAX_SESSION_KEY = 1024
+CLIENT_TOKEN_PREFIX = "MLY|"
+
+
+class Disconnect(Exception):
+    """Drop the connection without sending an answer."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a route (and a fault hook) sees of one request.
+
+    ``route`` names the matched route with its method, e.g. ``"POST /upload/{session_key}"``
+    (``"<METHOD> (unknown)"`` when nothing matched); ``params`` holds the decoded path parameters.
+    """
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: Message
+    route: str
+    params: dict[str, str] = field(default_factory=dict)
+
+
+class FaultHook(Protocol):
+    """Consulted at the start of every request; see the module docstring."""
+
+    def before(self, request: Request) -> Reply | None:
+        """A reply to send instead of the route's, or None to carry on."""
+        ...
+
+
+class NoFaults:
+    """The default hook: never interferes."""
+
+    def before(self, request: Request) -> Reply | None:
+        return None
+
+
+class Stats:
+    """Request counts per route and bytes received, since this process started."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: dict[str, int] = {}
+        self._bytes = 0
+
+    def count(self, route: str) -> None:
+        with self._lock:
+            self._requests[route] = self._requests.get(route, 0) + 1
+
+    def add_bytes(self, n: int) -> None:
+        with self._lock:
+            self._bytes += n
+
+    def snapshot(self) -> dict[str, object]:
+        with self._lock:
+            return {"requests": dict(self._requests), "bytes_received": self._bytes}
+
+
+@dataclass(frozen=True)
+class _Route:
+    pattern: re.Pattern[str]
+    template: str
+
+
+def _route(regex: str, template: str) -> _Route:
+    return _Route(re.compile(regex), template)
+
+
+# First match wins; which methods a path accepts is decided by SandboxApp's handler table.
+_ROUTES = (
+    _route(r"/_sandbox/clusters", "/_sandbox/clusters"),
+    _route(r"/_sandbox/stats", "/_sandbox/stats"),
+    _route(r"/_sandbox/sessions/(?P<session_key>[^/]+)", "/_sandbox/sessions/{session_key}"),
+    _route(r"/upload/(?P<session_key>[^/]+)", "/upload/{session_key}"),
+    _route(r"/finish_upload", "/finish_upload"),
+    _route(r"/me", "/me"),
+    _route(r"/logging", "/logging"),
+    _route(r"/(?P<object_id>[^/_][^/]*)", "/{object_id}"),
+)
+
+
+def match(method: str, path: str) -> tuple[str, dict[str, str]]:
+    """(route name, decoded path parameters) for a request; see :attr:`Request.route`."""
+    for route in _ROUTES:
+        m = route.pattern.fullmatch(path)
+        if m:
+            params = {k: unquote(v) for k, v in m.groupdict().items()}
+            return f"{method} {route.template}", params
+    return f"{method} (unknown)", {}
+
+
+def user_id_for(username: str) -> str:
+    """A stable numeric user id derived from the username."""
+    return str(int(hashlib.sha256(username.encode()).hexdigest()[:13], 16))
+
+
+class SandboxApp:
+    """Route logic over a :class:`SandboxStore`. Thread-safe."""
+
+    def __init__(self, store: SandboxStore, token: str, username: str, clock: Clock) -> None:
+        self.faults: FaultHook = NoFaults()
+        self.stats = Stats()
+        self._store = store
+        self._token = token
+        self._username = username
+        self._signer = HandleSigner(store.secret)
+        self._finisher = Finisher(store, self._signer, clock)
+        self._routes: dict[str, Callable[[Request, Body], Reply]] = {
+            "GET /_sandbox/clusters": self._clusters,
+            "GET /_sandbox/stats": self._stats,
+            "GET /_sandbox/sessions/{session_key}": self._session_bytes,
+            "GET /upload/{session_key}": self._get_offset,
+            "POST /upload/{session_key}": self._post_bytes,
+            "POST /finish_upload": self._finish_upload,
+            "GET /me": self._me,
+            "POST /logging": self._logging,
+            "GET /{object_id}": self._get_object,
+        }
+
+    def handle(self, request: Request, body: Body) -> Reply:
+        """The reply to ``request``; raises :class:`Disconnect` when no reply should be sent."""
+        self.stats.count(request.route)
+        fault = self.faults.before(request)
+        if fault is not None:
+            return fault
+        handler = self._routes.get(request.route)
+        if handler is None:
+            return _not_routed(request)
+        if not self._authorized(request):
+            return replies.auth_failed()
+        try:
+            return handler(request, body)
+        except _UploadReject as exc:
+            return exc.reply
+        except FinishError as exc:
+            return graph_error(400, str(exc))
+        except BodyFramingError as exc:
+            return graph_error(400, f"bad request body: {exc}")
+        except BodyCut as exc:
+            raise Disconnect(str(exc)) from exc
+
+    def _authorized(self, request: Request) -> bool:
+        if request.route.startswith("GET /_sandbox/"):
+            return True
+        scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() not in ("oauth", "bearer") or not token:
+            return False
+        if request.route == "POST /logging" and token.startswith(CLIENT_TOKEN_PREFIX):
+            return True
+        return hmac.compare_digest(token.encode(), self._token.encode())
+
+    # --- upload service -------------------------------------------------------------------------
+
+    def _get_offset(self, request: Request, body: Body) -> Reply:
+        key = _session_key(request)
+        return json_reply(200, {"offset": self._store.offset(key)})
+
+    def _post_bytes(self, request: Request, body: Body) -> Reply:
+        key = _session_key(request)
+        offset = _int_header(request, "Offset")
+        if offset is None:
+            raise _UploadReject(400, "InvalidRequestError", "Offset header is required")
+        entity_length = _int_header(request, "X-Entity-Length")
+        name = request.headers.get("X-Entity-Name")
+        if name is not None and name != key:
+            raise _UploadReject(400, "InvalidRequestError", "X-Entity-Name differs from the URL")
+        try:
+            with self._store.append(key, offset, entity_length) as appender:
+                for piece in body:
+                    appender.write(piece)
+                appender.ended_cleanly = True
+        except OffsetMismatchError as exc:
+            message = f"Offset {offset} does not match the {exc.held} bytes held"
+            return upload_error(412, "OffsetInvalidError", message, retriable=True)
+        except SessionBusyError:
+            message = "another request is uploading to this session"
+            return upload_error(409, "SessionBusyError", message, retriable=True)
+        session = self._store.session(key)
+        assert session is not None
+        return json_reply(200, {"h": self._signer.issue(key, session.created_at)})
+
+    # --- Graph API -----------------------------------------------------------------------------
+
+    def _finish_upload(self, request: Request, body: Body) -> Reply:
+        finish = parse_request(body.read_all(JSON_BODY_LIMIT))
+        cluster = self._finisher.finish(finish)
+        return json_reply(200, {"cluster_id": cluster.cluster_id})
+
+    def _me(self, request: Request, body: Body) -> Reply:
+        wanted = {f for v in request.query.get("fields", []) for f in v.split(",")}
+        me = {"id": user_id_for(self._username)}
+        if "username" in wanted:
+            me["username"] = self._username
+        return json_reply(200, me)
+
+    def _logging(self, request: Request, body: Body) -> Reply:
+        body.read_all(JSON_BODY_LIMIT)
+        return json_reply(200, {})
+
+    def _get_object(self, request: Request, body: Body) -> Reply:
+        object_id = request.params["object_id"]
+        message = (
+            f"Unsupported get request. Object with ID '{object_id}' does not exist, cannot be"
+            " loaded due to missing permissions, or does not support this operation"
+        )
+        return graph_error(404, message, subcode=33)
+
+    # --- inspection ----------------------------------------------------------------------------
+
+    def _clusters(self, request: Request, body: Body) -> Reply:
+        return json_reply(200, [c.as_json() for c in self._store.clusters()])
+
+    def _stats(self, request: Request, body: Body) -> Reply:
+        return json_reply(200, self.stats.snapshot())
+
+    def _session_bytes(self, request: Request, body: Body) -> Reply:
+        key = _session_key(request)
+        if self._store.session(key) is None:
+            return graph_error(404, f"no session {key[:80]!r}")
+        return Reply(200, self._store.read(key), "application/octet-stream")
+
+
+class _UploadReject(Exception):
+    """A malformed upload request; carries its upload service error envelope."""
+
+    def __init__(self, status: int, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.reply = upload_error(status, error_type, message, retriable=False)
+
+
+def _not_routed(request: Request) -> Reply:
+    if request.route.endswith("(unknown)"):
+        return graph_error(404, f"Unknown path components: {request.path[:200]}")
+    return graph_error(405, f"{request.method} is not allowed on {request.path[:200]}")
+
+
+def _session_key(request: Request) -> str:
+    key = request.params["session_key"]
+    if len(key) > MAX_SESSION_KEY:
+        raise _UploadReject(400, "InvalidRequestError", "session key too long")
+    return key
+
+
+def _int_header(request: Request, name: str) -> int | None:
+    raw = request.headers.get(name)
+    if raw is None:
+        return None
+    if not raw.strip().isdigit():
+        raise _UploadReject(400, "InvalidRequestError", f"{name} header is not an integer")
+    return int(raw)
