@@ -151,9 +151,7 @@ def read_outcome(kind: str, data_path: str, name: str, tz: tzinfo) -> Metadata |
     except ItemError as exc:
         return Verdict(ItemState.REJECTED, exc.reason, str(exc))
     if meta.lat == 0 and meta.lon == 0:
-        return Verdict(
-            ItemState.REJECTED, "null_island", f"{name}: GPS position is exactly (0, 0)"
-        )
+        return Verdict(ItemState.REJECTED, "null_island", f"{name}: GPS position is exactly (0, 0)")
     return Metadata(
         capture_time=meta.capture_time.astimezone(UTC).isoformat(),
         lat=meta.lat,

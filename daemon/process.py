@@ -58,8 +58,12 @@ def cut_batch(queue: Queue, batch_id: int, cfg: ProcessConfig, now: float) -> in
     )
     sequences = []
     for shots in cuts:
+        # The cut may spread identical capture times and fill missing headings (as
+        # mapillary_tools does), so what is stored is the cut's view of each shot.
         headings = derive_headings(shots)
-        members = [(int(s.key), h) for s, h in zip(shots, headings, strict=True)]
+        members = [
+            (int(s.key), h, s.time.isoformat()) for s, h in zip(shots, headings, strict=True)
+        ]
         seq_id = sequence_id([by_key[s.key].sha256 for s in shots])
         sequences.append((seq_id, members))
     placed = {m[0] for _, ms in sequences for m in ms}

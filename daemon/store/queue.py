@@ -266,21 +266,19 @@ class Queue:
     def assign_sequences(
         self,
         batch_id: int,
-        sequences: Sequence[tuple[str, Sequence[tuple[int, float | None]]]],
+        sequences: Sequence[tuple[str, Sequence[tuple[int, float | None, str]]]],
         rejected: Sequence[tuple[int, Verdict]],
         now: float,
     ) -> None:
         """Store the cut of a batch in one transaction.
 
-        ``sequences`` holds (sequence id, [(item id, heading)…] in order); ``rejected`` the items
+        ``sequences`` holds (sequence id, [(item id, heading, capture time)…] in order);
+        ``rejected`` the items
         processing turned down. Sequence ids are derived from content, so repeating a cut after a
         crash writes the same rows.
         """
         with db.write(self.conn) as c:
             for seq_id, members in sequences:
-                first = c.execute(
-                    "SELECT capture_time FROM items WHERE id = ?", (members[0][0],)
-                ).fetchone()
                 c.execute(
                     "INSERT OR IGNORE INTO sequences (id, batch_id, state, image_count,"
                     " first_capture, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -289,20 +287,21 @@ class Queue:
                         batch_id,
                         SequenceState.UPLOADING,
                         len(members),
-                        first["capture_time"] if first else None,
+                        members[0][2],
                         now,
                         now,
                     ),
                 )
-                for index, (item_id, heading) in enumerate(members):
+                for index, (item_id, heading, capture_time) in enumerate(members):
                     c.execute(
                         "UPDATE items SET state = ?, sequence_id = ?, seq_index = ?, heading = ?,"
-                        " updated_at = ? WHERE id = ? AND state = ?",
+                        " capture_time = ?, updated_at = ? WHERE id = ? AND state = ?",
                         (
                             ItemState.QUEUED,
                             seq_id,
                             index,
                             heading,
+                            capture_time,
                             now,
                             item_id,
                             ItemState.INGESTED,

@@ -23,7 +23,7 @@ def write_config(root: Path, watches: list[Path], *, extra: str = "") -> Path:
     cfg = root / "config.toml"
     cfg.write_text(
         f"""[state]
-dir = "{root / 'state'}"
+dir = "{root / "state"}"
 {watch_tables}
 [process]
 time_zone = "UTC"
@@ -67,7 +67,9 @@ class Daemon:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "daemon", "run", "--config", str(self.config)],
-                env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         self.starts += 1
 
@@ -96,14 +98,18 @@ class Daemon:
         """``mapillaryd status --json`` as a separate process, as a user would run it."""
         out = subprocess.run(
             [sys.executable, "-m", "daemon", "status", "--json", "--config", str(self.config)],
-            env=self.env, capture_output=True, check=True, timeout=60,
+            env=self.env,
+            capture_output=True,
+            check=True,
+            timeout=60,
         )
         result: dict[str, Any] = json.loads(out.stdout)
         return result
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
-               interval: float = 0.5) -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.5
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

@@ -69,8 +69,15 @@ print(json.dumps(bad))
 def _mt(script: str, *args: str, stdin: str | None = None) -> object:
     if not MT_PYTHON.exists():
         pytest.skip(f"mapillary_tools virtualenv missing at {MT_PYTHON} (make venv-mt)")
-    out = subprocess.run([str(MT_PYTHON), "-c", script, *args], input=stdin, capture_output=True,
-                         text=True, check=True, timeout=120, env={"TZ": "UTC", "PATH": "/usr/bin"})
+    out = subprocess.run(
+        [str(MT_PYTHON), "-c", script, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env={"TZ": "UTC", "PATH": "/usr/bin"},
+    )
     return json.loads(out.stdout)
 
 
@@ -141,15 +148,16 @@ def test_card_to_clusters_through_kills_and_duplicates(tmp_path: Path) -> None:
         by_name: dict[str, list[dict[str, object]]] = {}
         for img in images:
             by_name.setdefault(str(img["description"]["MAPFilename"]), []).append(img)
-        assert set(by_name) == expected, (set(by_name) ^ expected)
+        assert set(by_name) == expected, set(by_name) ^ expected
         assert all(len(v) == 1 for v in by_name.values()), {
             k: len(v) for k, v in by_name.items() if len(v) > 1
         }
         for name, [img] in by_name.items():
             uploaded = _session_bytes(sandbox, str(img["session_key"]))
             assert strip_exif(uploaded) == strip_exif(originals[name]), name
-        invalid = _mt(VALIDATE, stdin=json.dumps({n: i[0]["description"] for n, i in
-                                                 by_name.items()}))
+        invalid = _mt(
+            VALIDATE, stdin=json.dumps({n: i[0]["description"] for n, i in by_name.items()})
+        )
         assert invalid == {}
         truth = {f.path.name: f for f in frames}
         for name, [img] in by_name.items():
@@ -171,8 +179,11 @@ def test_card_to_clusters_through_kills_and_duplicates(tmp_path: Path) -> None:
         for name, data in originals.items():
             (second / f"copy_of_{name}").write_bytes(data)
         seen_before = rep["files_seen"]
-        wait_until(lambda: daemon.status()["files_seen"] >= seen_before + len(originals),
-                   timeout=120, what="the renamed copies to be seen")
+        wait_until(
+            lambda: daemon.status()["files_seen"] >= seen_before + len(originals),
+            timeout=120,
+            what="the renamed copies to be seen",
+        )
         time.sleep(4)  # a batch window: anything new would be cut and uploaded now
         assert len(sandbox.clusters()) == clusters_before
         assert daemon.status()["items"]["done"] == len(expected)

@@ -26,8 +26,15 @@ def test_example_config_parses_and_documents_every_key() -> None:
     assert cfg.mapillary.graph_endpoint == DEFAULT_GRAPH_ENDPOINT
     # Every dataclass field has a key in the example (except values that only come from env).
     text = EXAMPLE.read_text()
-    for section in (cfg.state, cfg.watches[0], cfg.mapillary, cfg.scan, cfg.process, cfg.upload,
-                    cfg.log):
+    for section in (
+        cfg.state,
+        cfg.watches[0],
+        cfg.mapillary,
+        cfg.scan,
+        cfg.process,
+        cfg.upload,
+        cfg.log,
+    ):
         for name in section.__dataclass_fields__:
             if name == "token_from_env":
                 continue
@@ -85,8 +92,12 @@ def test_environment_overrides_endpoints_and_supplies_the_token(tmp_path: Path) 
         "MAPILLARY_TOKEN": "s3cr3t-t0ken",
         "STATE_DIRECTORY": "/var/lib/mapillaryd:/other",
     }
-    cfg = build_config({"mapillary": {"graph_endpoint": "https://g.example"}}, source="t",
-                       env=env, base_dir=tmp_path)
+    cfg = build_config(
+        {"mapillary": {"graph_endpoint": "https://g.example"}},
+        source="t",
+        env=env,
+        base_dir=tmp_path,
+    )
     assert cfg.mapillary.upload_endpoint == "http://127.0.0.1:9/upload"
     assert cfg.mapillary.graph_endpoint == "http://127.0.0.1:9"
     assert cfg.mapillary.token_from_env == "s3cr3t-t0ken"
@@ -96,22 +107,27 @@ def test_environment_overrides_endpoints_and_supplies_the_token(tmp_path: Path) 
 
 
 def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
-    cfg = build_config({"state": {"dir": "st"}, "watch": [{"path": "cards"}]}, source="t",
-                       env={}, base_dir=tmp_path)
+    cfg = build_config(
+        {"state": {"dir": "st"}, "watch": [{"path": "cards"}]},
+        source="t",
+        env={},
+        base_dir=tmp_path,
+    )
     assert cfg.state.dir == tmp_path / "st"
     assert cfg.watches[0].path == tmp_path / "cards"
 
 
 def test_duplicate_watch_folders_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"watch\[1\].path: the same folder as watch\[0\]"):
-        build_config({"watch": [{"path": "/a"}, {"path": "/a"}]}, source="t", env={},
-                     base_dir=tmp_path)
+        build_config(
+            {"watch": [{"path": "/a"}, {"path": "/a"}]}, source="t", env={}, base_dir=tmp_path
+        )
 
 
 def test_malformed_toml_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "broken.toml"
     path.write_text("[state\ndir = 1", encoding="utf-8")
-    with pytest.raises(ConfigError, match="broken.toml") as err:
+    with pytest.raises(ConfigError, match=r"broken\.toml") as err:
         read_toml(path)
     assert "not valid TOML" in err.value.problems[0]
 

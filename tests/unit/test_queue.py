@@ -18,8 +18,15 @@ def queue(tmp_path: Path) -> Queue:
 
 
 def new_file(n: int, sha: str | None = None, watch: str = "/card") -> NewFile:
-    return NewFile(watch=watch, source_path=f"{watch}/IMG_{n}.jpg", size=100 + n, mtime_ns=n,
-                   sha256=sha or f"{n:064x}", kind="image", data_path=f"/spool/{n}.jpg")
+    return NewFile(
+        watch=watch,
+        source_path=f"{watch}/IMG_{n}.jpg",
+        size=100 + n,
+        mtime_ns=n,
+        sha256=sha or f"{n:064x}",
+        kind="image",
+        data_path=f"/spool/{n}.jpg",
+    )
 
 
 META = Metadata(capture_time="2026-06-01T09:00:00+00:00", lat=46.0, lon=14.5)
@@ -39,7 +46,7 @@ def test_a_newer_schema_or_a_non_database_is_refused_with_the_path(tmp_path: Pat
         db.connect(path)
     junk = tmp_path / "junk.sqlite3"
     junk.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(StateError, match="junk.sqlite3"):
+    with pytest.raises(StateError, match=r"junk\.sqlite3"):
         db.connect(junk)
 
 
@@ -88,13 +95,15 @@ def _sequence_of_three(queue: Queue) -> list[int]:
     ids = [queue.record_file(new_file(n), META, now=n)[0].id for n in range(3)]
     queue.close_quiet_batches(now=100, quiet_seconds=10, busy=[])
     [batch] = queue.batches_to_cut()
-    queue.assign_sequences(batch, [("seq-a", [(i, 90.0) for i in ids])], [], now=100)
+    queue.assign_sequences(
+        batch, [("seq-a", [(i, 90.0, META.capture_time) for i in ids])], [], now=100
+    )
     return ids
 
 
 def test_assigning_sequences_is_idempotent(queue: Queue) -> None:
     ids = _sequence_of_three(queue)
-    queue.assign_sequences(1, [("seq-a", [(i, 90.0) for i in ids])], [], now=101)
+    queue.assign_sequences(1, [("seq-a", [(i, 90.0, META.capture_time) for i in ids])], [], now=101)
     assert queue.sequence_counts() == {"uploading": 1}
     assert queue.counts() == {"queued": 3}
     assert queue.batches_to_cut() == []

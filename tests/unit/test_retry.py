@@ -20,10 +20,26 @@ CASES = [
     (ProtocolError("no h"), 1, Action.RETRY, 0, 4, 0, "bad_response"),
     (UploadError("429", status=429, retry_after=30), 0, Action.RETRY, 30, 30, 30, "rate_limited"),
     (UploadError("429", status=429), 0, Action.RETRY, 10, 10, 10, "rate_limited"),
-    (UploadError("429", status=429, retry_after=99999), 0, Action.RETRY, 300, 300, 300,
-     "rate_limited"),
-    (UploadError("400", status=400, error_type="RequestRateLimitedError", retriable=False,
-                 retry_after=5), 0, Action.RETRY, 5, 5, 5, "rate_limited"),
+    (
+        UploadError("429", status=429, retry_after=99999),
+        0,
+        Action.RETRY,
+        300,
+        300,
+        300,
+        "rate_limited",
+    ),
+    (
+        UploadError(
+            "400", status=400, error_type="RequestRateLimitedError", retriable=False, retry_after=5
+        ),
+        0,
+        Action.RETRY,
+        5,
+        5,
+        5,
+        "rate_limited",
+    ),
     (UploadError("412", status=412, retriable=True), 0, Action.RETRY, 0, 0, 0, "offset_changed"),
     (UploadError("412", status=412, retriable=True), 5, Action.RETRY, 0, 60, 0, "offset_changed"),
     (UploadError("503", status=503), 2, Action.RETRY, 0, 8, 0, "server_error"),
@@ -35,8 +51,15 @@ CASES = [
 
 
 @pytest.mark.parametrize(("error", "attempts", "action", "lo", "hi", "upstream", "reason"), CASES)
-def test_decision_table(error: UploadError, attempts: int, action: Action, lo: float, hi: float,
-                        upstream: float, reason: str) -> None:
+def test_decision_table(
+    error: UploadError,
+    attempts: int,
+    action: Action,
+    lo: float,
+    hi: float,
+    upstream: float,
+    reason: str,
+) -> None:
     for seed in range(50):
         d = decide(error, attempts, POLICY, random.Random(seed))
         assert d.action is action

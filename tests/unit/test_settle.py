@@ -42,8 +42,15 @@ def test_candidates_skip_hidden_temporary_and_foreign_files() -> None:
     root = Path("/card")
     assert is_candidate(root, "/card/DCIM/100GOPRO/G001.JPG")
     assert is_candidate(root, "/card/clip.MP4")
-    for bad in ["/card/.hidden.jpg", "/card/.Trashes/a.jpg", "/card/a.jpg.part", "/card/~a.jpg",
-                "/card/notes.txt", "/elsewhere/a.jpg", "/card/System Volume Information/a.jpg"]:
+    for bad in [
+        "/card/.hidden.jpg",
+        "/card/.Trashes/a.jpg",
+        "/card/a.jpg.part",
+        "/card/~a.jpg",
+        "/card/notes.txt",
+        "/elsewhere/a.jpg",
+        "/card/System Volume Information/a.jpg",
+    ]:
         assert not is_candidate(root, bad), bad
     assert media_kind("x.JPEG") == "image" and media_kind("x.mov") == "video"
 
