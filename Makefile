@@ -14,7 +14,7 @@ all: test
 $(VENV)/.stamp: requirements/lock.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install $(PIP_FLAGS) --require-hashes -r requirements/lock.txt
-	$(BIN)/pip install $(PIP_FLAGS) --no-deps --no-build-isolation -e .
+	$(BIN)/pip install $(PIP_FLAGS) --no-deps --no-build-isolation --config-settings editable_mode=compat -e .
 	touch $@
 
 $(VENV_MT)/.stamp: requirements/mapillary_tools.lock.txt
