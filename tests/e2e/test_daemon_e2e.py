@@ -33,7 +33,8 @@ from tests.e2e.harness import TOKEN, Daemon, daemon_env, strip_exif, wait_until,
 pytestmark = [pytest.mark.slow, pytest.mark.mapillary_tools]
 
 SEED = 20261120
-KILLS = 6
+KILLS = 7
+INGEST_KILLS = 2
 DRIVE_FRAMES = 200
 
 ORACLE = """
@@ -81,6 +82,11 @@ def _mt(script: str, *args: str, stdin: str | None = None) -> object:
     return json.loads(out.stdout)
 
 
+def _uploading(items: dict[str, int]) -> bool:
+    """True once upload work has started and is not finished."""
+    return items["queued"] + items["uploading"] + items["uploaded"] > 0 or 0 < items["done"]
+
+
 def _session_bytes(sandbox: Sandbox, key: str) -> bytes:
     with urllib.request.urlopen(f"{sandbox.url}/_sandbox/sessions/{key}", timeout=10) as r:
         data: bytes = r.read()
@@ -121,10 +127,18 @@ def test_card_to_clusters_through_kills_and_duplicates(tmp_path: Path) -> None:
         time.sleep(1.0)
         shutil.copytree(staging, card, dirs_exist_ok=True)
 
+        # Two kills while the card is being ingested, the rest at random moments once uploads
+        # are under way (images in flight, manifests, finish_upload).
         rng = random.Random(SEED)
         kill_states = []
-        for _ in range(KILLS):
-            time.sleep(rng.uniform(0.3, 2.5))
+        for n in range(KILLS):
+            if n >= INGEST_KILLS:
+                wait_until(
+                    lambda: _uploading(daemon.status()["items"]),
+                    timeout=120,
+                    what="uploads to be under way",
+                )
+            time.sleep(rng.uniform(0.0, 1.0) if n >= INGEST_KILLS else rng.uniform(0.3, 1.5))
             kill_states.append(daemon.status()["items"])
             daemon.kill9()
             daemon.start()
@@ -141,6 +155,7 @@ def test_card_to_clusters_through_kills_and_duplicates(tmp_path: Path) -> None:
         print("queue at each SIGKILL:", kill_states)
         unfinished = [k for k in kill_states if k["done"] < len(expected)]
         assert len(unfinished) >= 5
+        assert sum(1 for k in unfinished if _uploading(k)) >= KILLS - INGEST_KILLS - 1
 
         # --- exactly once, nothing missing, pixels untouched, descriptions valid -------------
         clusters = sandbox.clusters()
