@@ -84,7 +84,7 @@ def _mt(script: str, *args: str, stdin: str | None = None) -> object:
 
 def _uploading(items: dict[str, int]) -> bool:
     """True once upload work has started and is not finished."""
-    return items["queued"] + items["uploading"] + items["uploaded"] > 0 or 0 < items["done"]
+    return items["queued"] + items["uploading"] + items["uploaded"] > 0 or items["done"] > 0
 
 
 def _session_bytes(sandbox: Sandbox, key: str) -> bytes:
