@@ -188,6 +188,9 @@ class Ingester:
         st = stat_file(path)
         if kind is None or st is None or self.queue.is_known(path, *st):
             return None
+        # Videos are only held by this version: copying gigabytes of dashcam footage into the
+        # spool for nothing would fill a Pi's disk, so they are hashed where they are.
+        copy = copy and kind != "video"
         try:
             hashed = copy_to_spool(path, self.spool) if copy else hash_in_place(path)
         except SourceChanged as exc:

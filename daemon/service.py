@@ -25,6 +25,7 @@ from pathlib import Path
 
 import structlog
 
+from daemon import spool
 from daemon.clock import SYSTEM_CLOCK, Clock
 from daemon.config import Config, WatchConfig
 from daemon.credentials import TokenSource
@@ -92,6 +93,7 @@ class Service:
         self.cfg.state.spool_dir.mkdir(parents=True, exist_ok=True)
         REDACTOR.add(self.tokens.current())
         released = q.release_stale(self.boot_id, self.now())
+        spool.collect_garbage(self.cfg.state.spool_dir, q.needed_data_paths())
         self.upstream.load_hold(q)
         log.info(
             "started",
@@ -238,7 +240,16 @@ class Service:
         sequences: bool,
     ) -> None:
         q = self.open_queue()
-        worker = Uploader(q, endpoints, self.upstream, self.clock, policy, self.boot_id, stop)
+        worker = Uploader(
+            q,
+            endpoints,
+            self.upstream,
+            self.clock,
+            policy,
+            self.boot_id,
+            stop,
+            spool=self.cfg.state.spool_dir,
+        )
         try:
             while not stop.is_set():
                 try:

@@ -24,9 +24,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import structlog
 
+from daemon import spool
 from daemon.clock import Clock
 from daemon.credentials import TokenSource, fingerprint
 from daemon.describe import exif_description, image_description
@@ -132,11 +134,13 @@ class Uploader:
         *,
         rng: random.Random | None = None,
         on_done: Callable[[], None] | None = None,
+        spool: Path | None = None,
     ) -> None:
         self.queue, self.endpoints, self.upstream = queue, endpoints, upstream
         self.clock, self.policy, self.owner, self.stop = clock, policy, owner, stop
         self.rng = rng or random.Random()
         self.on_done = on_done
+        self.spool = spool
         self._token: str | None = None
         self._upload: UploadService | None = None
         self._graph: GraphClient | None = None
@@ -264,6 +268,8 @@ class Uploader:
             )
             return
         self.queue.sequence_done(seq.id, cluster, self.now())
+        if self.spool is not None:
+            spool.release(self.spool, self.queue.data_paths(seq.id))
         log.info("sequence_uploaded", sequence=seq.id, images=seq.image_count, cluster_id=cluster)
         if self.on_done is not None:
             self.on_done()

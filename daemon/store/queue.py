@@ -463,6 +463,21 @@ class Queue:
                 (ItemState.DONE, now, seq_id, ItemState.UPLOADED),
             )
 
+    def data_paths(self, seq_id: str) -> list[str]:
+        """Where the bytes of the sequence's done images are (spool copies or originals)."""
+        rows = self.conn.execute(
+            "SELECT data_path FROM items WHERE sequence_id = ? AND state = ?",
+            (seq_id, ItemState.DONE),
+        ).fetchall()
+        return [r["data_path"] for r in rows]
+
+    def needed_data_paths(self) -> set[str]:
+        """Data paths of every item that is not done: what the spool must keep."""
+        rows = self.conn.execute(
+            "SELECT data_path FROM items WHERE state != ?", (ItemState.DONE,)
+        ).fetchall()
+        return {r["data_path"] for r in rows}
+
     def sequence_retry(
         self,
         seq_id: str,

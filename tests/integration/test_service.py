@@ -198,6 +198,9 @@ def test_an_existing_card_is_found_by_the_start_up_scan(tmp_path: Path, sandbox:
     with running(cfg):
         wait_until(lambda: counts(cfg)["done"] == 4, 60, "the card's 4 images uploaded")
     assert status(cfg)["files_seen"] == 4
+    # Done: the spool copies are gone, the card's files untouched.
+    assert [p for p in cfg.state.spool_dir.rglob("*") if p.is_file()] == []
+    assert len(list((tmp_path / "card" / "DCIM" / "100CAM").glob("*.jpg"))) == 4
 
 
 def test_a_missing_watch_folder_is_waited_for(tmp_path: Path, sandbox: Sandbox) -> None:
