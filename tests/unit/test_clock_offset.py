@@ -11,6 +11,7 @@ import math
 import random
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +24,8 @@ from daemon.geo.clock_offset import (
 )
 from daemon.geo.distance import distance_m
 from daemon.geo.track import Track, TrackFix, TrackPoint, apply_offsets, locate
-from daemon.synth import destination, drive_points
+from daemon.media.exif import read_exif_facts
+from daemon.synth import destination, drive_points, exif_bytes, jpeg_bytes
 
 START = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
 
@@ -393,3 +395,26 @@ def test_arguments_are_checked() -> None:
 )
 def test_describe_offset(offset: float, text: str) -> None:
     assert describe_offset(offset) == text
+
+
+def test_one_hour_37_seconds_through_real_jpegs(tmp_path: Path) -> None:
+    """The whole chain: JPEGs whose camera clock is 1 h 37 s behind, EXIF read back, offset
+    estimated from their EXIF positions, images placed on the track within a few metres."""
+    track = stop_and_go_track()
+    truth = timelapse(300.5, 120, 3.0)
+    for i, t in enumerate(truth):
+        lat, lon = where(track, t)
+        exif = exif_bytes(time=t - seconds(3637), lat=lat, lon=lon, with_gps_time=False)
+        (tmp_path / f"IMG_{i:04d}.jpg").write_bytes(jpeg_bytes(i, size=(32, 24), exif=exif))
+    facts = [
+        read_exif_facts(p.read_bytes(), p.name, default_tz=UTC)
+        for p in sorted(tmp_path.glob("*.jpg"))
+    ]
+    times = [f.capture_time for f in facts]
+    assert all(t is not None for t in times)
+    camera_times = [t for t in times if t is not None]
+    positions = [(f.lat, f.lon) if f.lat is not None and f.lon is not None else None for f in facts]
+    result = estimate_offset(camera_times, track, image_positions=positions)
+    assert isinstance(result, OffsetEstimate), result
+    assert result.offset_s == pytest.approx(3637, abs=0.05)
+    assert worst_error_m(track, camera_times, truth, result.offset_s) < 1.0
