@@ -92,6 +92,12 @@ def _duration(seconds: float) -> str:
     return f"{sign}{int(minutes)} min {secs:.1f} s"
 
 
+def _wrap(angle: float) -> float:
+    """``angle`` in [0, 360): ``-1e-17 % 360.0`` is 360.0 in floating point, made 0.0 here."""
+    wrapped = angle % 360.0
+    return 0.0 if wrapped >= 360.0 else wrapped
+
+
 @dataclass(frozen=True, slots=True)
 class TrackPoint:
     """One timed fix. ``time`` is aware (stored in UTC); ``heading`` in degrees [0, 360)."""
@@ -113,7 +119,7 @@ class TrackPoint:
         if self.heading is not None:
             if not math.isfinite(self.heading):
                 raise ValueError(f"heading {self.heading} is not finite")
-            object.__setattr__(self, "heading", self.heading % 360.0)
+            object.__setattr__(self, "heading", _wrap(self.heading))
 
 
 @dataclass(frozen=True)
@@ -268,7 +274,7 @@ class OutsideTrack:
 def _lerp_angle(a: float, b: float, w: float) -> float:
     """Interpolate from ``a`` to ``b`` degrees along the shorter arc, result in [0, 360)."""
     diff = (b - a + 180.0) % 360.0 - 180.0
-    return (a + diff * w) % 360.0
+    return _wrap(a + diff * w)
 
 
 def _lerp_lon(a: float, b: float, w: float) -> float:

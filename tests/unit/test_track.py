@@ -158,6 +158,14 @@ def test_carried_headings_interpolate_across_north(
     assert 0.0 <= fix.heading < 360.0
 
 
+def test_headings_a_hair_below_north_wrap_to_zero_not_360() -> None:
+    assert -1e-17 % 360.0 == 360.0  # the floating-point trap
+    assert point(0, 46.0, 14.0, heading=-1e-17).heading == 0.0
+    track = Track(((point(0, 46.0, 14.0, heading=0.0), point(1, 46.0, 14.0, heading=350.0)),), "n")
+    fix = locate(track, T0 + timedelta(microseconds=1))  # w = 1e-6: 0 - 1e-5 degrees
+    assert isinstance(fix, TrackFix) and fix.heading is not None and 0 <= fix.heading < 360
+
+
 def test_heading_from_bearing_when_points_carry_none_and_none_when_coincident() -> None:
     moving = Track(((point(0, 46.0, 14.0), point(10, 45.999, 13.999)),), "m")
     fix = locate(moving, at(5))
