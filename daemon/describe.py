@@ -7,6 +7,7 @@ so that Mapillary receives the same JSON from mapillaryd as from ``mapillary_too
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from pathlib import PurePath
@@ -15,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # only the type: this module stays free of piexif and I/O
     from daemon.media.exif import ImageMetadata
 
-__all__ = ["exif_description", "format_capture_time", "image_description"]
+__all__ = [
+    "MT_ERROR_TYPES",
+    "description_file",
+    "error_description",
+    "exif_description",
+    "format_capture_time",
+    "image_description",
+]
 
 #: Decimal places kept (mapillary_tools: 7 ≈ 1 cm for coordinates, 3 for metres and degrees).
 COORDINATE_PRECISION = 7
@@ -107,3 +115,49 @@ def exif_description(desc: dict[str, Any]) -> dict[str, Any]:
         for key, value in desc.items()
         if key.startswith("MAP") and key != "MAPSequenceUUID"
     }
+
+
+#: Our reason codes → the mapillary_tools exception names its description files use, so that a
+#: description file from ``mapillaryd process`` reads like one from ``mapillary_tools process``.
+MT_ERROR_TYPES: dict[str, str] = {
+    "no_gps": "MapillaryGeoTaggingError",
+    "no_time": "MapillaryGeoTaggingError",
+    "corrupt_media": "MapillaryGeoTaggingError",
+    "outside_track": "MapillaryOutsideGPXTrackError",
+    "bad_gpx": "MapillaryGPXEmptyError",
+    "bad_nmea": "MapillaryGPXEmptyError",
+    "no_track": "MapillaryGPXEmptyError",
+    "duplicate": "MapillaryDuplicationError",
+    "null_island": "MapillaryNullIslandError",
+    "too_fast": "MapillaryCaptureSpeedTooFastError",
+    "zigzag": "MapillaryZigZagError",
+    "invalid_description": "MapillaryMetadataValidationError",
+}
+
+
+def error_description(
+    filename: str, reason: str, message: str, *, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """An error entry as mapillary_tools writes it: ``{filename, filetype, error}``.
+
+    ``error.type`` is the mapillary_tools exception name for ``reason`` (``Mapillaryd…Error`` for
+    reasons it has no name for); ``error.vars`` carries our ``reason`` and any ``extra`` values.
+    """
+    error_type = (
+        MT_ERROR_TYPES.get(reason)
+        or "Mapillaryd" + "".join(part.capitalize() for part in reason.split("_")) + "Error"
+    )
+    return {
+        "error": {
+            "message": message,
+            "type": error_type,
+            "vars": {"reason": reason, **(extra or {})},
+        },
+        "filename": filename,
+        "filetype": "image",
+    }
+
+
+def description_file(entries: list[dict[str, Any]]) -> bytes:
+    """The description file: a JSON array, sorted keys, no spaces (mapillary_tools' format)."""
+    return json.dumps(entries, sort_keys=True, separators=(",", ":")).encode("utf-8")
