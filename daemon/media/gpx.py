@@ -23,8 +23,10 @@ Times: GPX times are UTC by the schema; a time without a zone is therefore read 
 converted to UTC. Points are sorted by time within each segment (some writers store them in
 reverse: ``exiftool__Geotag.gpx``).
 
-Encoding: a UTF-8 byte-order mark is skipped (mapillary_tools fails on it), UTF-16 with a BOM
-is decoded, otherwise the encoding of the XML declaration is used (UTF-8 by default).
+Encoding: a UTF-8 byte-order mark is skipped (as mapillary_tools does), UTF-16 with a BOM is
+decoded, otherwise the encoding of the XML declaration is used (UTF-8 by default).
+mapillary_tools reads every file in the locale's encoding, so a UTF-16 or an ISO-8859-2 file
+with a non-ASCII track name fails there with a UnicodeDecodeError.
 
 Every problem is an :class:`~daemon.errors.ItemError` with ``reason="bad_gpx"`` whose
 message names the file and what is wrong (cannot be read, not UTF-8, not XML at line N

@@ -31,6 +31,8 @@ Differences on purpose are labelled, asserted to occur where they must, and prin
 * ``GN talker``: a ``$GN…`` log; mapillary_tools finds no points and crashes, we geotag.
 * ``bad file``: a broken or unusable GPX; mapillary_tools crashes with a traceback or rejects
   each image, we refuse the file with a named reason.
+* ``encoding``: a GPX declared ISO-8859-2 or UTF-16 with a non-ASCII name; mapillary_tools
+  reads it as UTF-8 and crashes, we decode it as declared.
 """
 
 from __future__ import annotations
@@ -401,6 +403,30 @@ def test_gpx_with_a_utf8_bom_matches(tmp_path: Path) -> None:
     rows = compare("BOM", track, names, entries)
     print_table("GPX with UTF-8 BOM", rows)
     assert {r.kind for r in rows} == {SAME}
+
+
+@needs_corpus
+@pytest.mark.parametrize(
+    ("declared", "codec"), [("ISO-8859-2", "iso-8859-2"), ("UTF-16", "utf-16")]
+)
+def test_declared_encodings_mapillary_tools_fails_we_read(
+    tmp_path: Path, declared: str, codec: str
+) -> None:
+    """A track named "Čerknica" in a non-UTF-8 file: mapillary_tools cannot decode it."""
+    text = (GPX / "mapillary__sf_30km_h.gpx").read_text(encoding="utf-8")
+    text = text.replace('encoding="UTF-8"', f'encoding="{declared}"', 1)
+    text = text.replace("<trk>", "<trk><name>Čerknica</name>", 1)
+    assert f'encoding="{declared}"' in text and "Čerknica" in text
+    path = tmp_path / f"{codec}.gpx"
+    path.write_bytes(text.encode(codec))
+    track = read_gpx(path)
+    write_images(tmp_path / "images", times_along(track))
+    code, entries, last = run_mapillary_tools(tmp_path, tmp_path / "images", "gpx", path)
+    print(f"\n{declared} GPX: mapillary_tools exit {code}: {last[:120]}")
+    print(f"{declared} GPX: mapillaryd reads {track.point_count} points")
+    assert code != 0 and entries is None and "UnicodeDecodeError" in last
+    same = read_gpx(GPX / "mapillary__sf_30km_h.gpx")
+    assert list(track.points()) == list(same.points())
 
 
 BAD_GPX = [
