@@ -40,6 +40,7 @@ import math
 import re
 import struct
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from typing import Any
@@ -1082,6 +1083,20 @@ def with_description(data: bytes, description: dict[str, Any], name: str) -> byt
     be written; TypeError if ``description`` is not JSON-serialisable (a programming error).
     """
     text = json.dumps(description, sort_keys=True, separators=(",", ":"))
+
+    def edit(exif: dict[str, Any]) -> None:
+        exif["0th"] = {**exif["0th"], _IMAGE_DESCRIPTION: text}
+
+    return rewrite_exif(data, name, edit)
+
+
+def rewrite_exif(data: bytes, name: str, edit: Callable[[dict[str, Any]], None]) -> bytes:
+    """Return the JPEG with its EXIF changed by ``edit`` (which mutates a piexif-style dict
+    with the IFDs ``0th``, ``Exif``, ``GPS``, ``1st``, ``Interop`` and ``thumbnail``).
+
+    Same guarantees as :func:`with_description`: only the EXIF segment changes, unreadable or
+    unencodable EXIF is degraded step by step, and every failure is a CorruptMediaError.
+    """
     try:
         jpeg.check_jpeg(data, name)
         tiff = jpeg.exif_tiff(data, name)
@@ -1089,7 +1104,7 @@ def with_description(data: bytes, description: dict[str, Any], name: str) -> byt
         if tiff is not None:
             with contextlib.suppress(_BadTiff):  # unreadable: replaced by a fresh EXIF
                 exif = _Exif(tiff).piexif_dict()
-        exif["0th"] = {**exif["0th"], _IMAGE_DESCRIPTION: text}
+        edit(exif)
         payload = _dump_degrading(exif, name)
         return jpeg.replace_exif_segment(data, payload, name=name)
     except ItemError:
