@@ -45,6 +45,10 @@ alternatives that fit as well, and are refused.
   local, hence 2 s rather than the 30 s of positions: a 2 s error in stop-and-go traffic
   already makes the spacing vary by about 25 %.
 
+Limits: the estimator interpolates longitudes linearly and projects positions on a local
+plane, so a track crossing the antimeridian is not aligned correctly; offsets are searched
+only where the track has points (no extrapolation).
+
 Everything else is :class:`Ambiguous`, with a reason saying which case it is. In particular
 images without positions shot at fixed *time* intervals (time-lapse, most dashcams) while
 the track is longer than the images span carry no usable signal: any offset that keeps them
@@ -361,7 +365,12 @@ def _by_positions(
             f"no offset puts {TRIM:.0%} of the {len(times)} positioned images on the track: "
             "the track does not cover the time the images span",
         )
-    best, best_fit = _refine(misfit, scored[0][1], lambda d: True)
+    best, best_fit = math.nan, math.inf
+    for f, d in scored[:3]:  # a group's median can sit off its valley floor: refine a few
+        if math.isfinite(f):
+            found = _refine(misfit, d, lambda _: True)
+            if found[1] < best_fit:
+                best, best_fit = found
 
     def distinct(d: float) -> bool:
         return abs(d - best) > DISTINCT_S
