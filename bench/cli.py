@@ -1,0 +1,164 @@
+"""``python -m bench``: both contenders, the same drive, the table; exit 1 if either is wrong."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.contenders import (
+    BATCH_QUIET_SECONDS,
+    DEFAULT_MAPILLARY_TOOLS,
+    MAPILLARY_TOOLS,
+    MAPILLARYD,
+    POLL_SECONDS,
+    SETTLE_SECONDS,
+    ContenderError,
+    RunResult,
+    run_mapillary_tools,
+    run_mapillaryd,
+)
+from bench.report import render, summarise, write_json
+from bench.verify import VerificationError
+from daemon import synth
+
+SANDBOX_WHERE = (
+    "a separate process per run (python -m {module} on 127.0.0.1, fresh data dir{nagle});"
+    " its CPU is in neither contender's figures (shown apart)"
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="mapillaryd against mapillary_tools 0.14.7 on the same local sandbox.",
+    )
+    parser.add_argument("--frames", type=int, default=1000, help="frames in the drive (1000)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per contender, alternating; medians (1)"
+    )
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="write figures")
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="give up on one run after this many s (600)"
+    )
+    parser.add_argument(
+        "--keep", type=Path, default=None, metavar="DIR", help="work in DIR and keep it"
+    )
+    parser.add_argument(
+        "--stock-sandbox",
+        action="store_true",
+        help="run python -m daemon.sandbox as it is (see bench/sandbox_server.py for the cost)",
+    )
+    parser.add_argument(
+        "--mapillary-tools",
+        type=Path,
+        default=DEFAULT_MAPILLARY_TOOLS,
+        metavar="PATH",
+        help=f"the mapillary_tools executable (default {DEFAULT_MAPILLARY_TOOLS})",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.frames < 1 or args.repeat < 1:
+        print("bench: --frames and --repeat must be at least 1", file=sys.stderr)
+        return 2
+    mt: Path = args.mapillary_tools
+    if not mt.exists():
+        print(f"bench: {mt} not found (run `make venv-mt`)", file=sys.stderr)
+        return 2
+    # SIGTERM unwinds like Ctrl-C: every child is stopped and the temporary folder removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    root = args.keep or Path(tempfile.mkdtemp(prefix="mapillaryd-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        return _bench(args, mt, root)
+    except (ContenderError, VerificationError) as exc:
+        print(f"\nbench FAILED: {exc}", file=sys.stderr)
+        if args.keep:
+            print(f"(everything is kept in {root})", file=sys.stderr)
+        return 1
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _bench(args: argparse.Namespace, mt: Path, root: Path) -> int:
+    frames: int = args.frames
+    print(f"writing a {frames}-frame synthetic drive …", flush=True)
+    drive = root / "drive"
+    names = [f.path.name for f in synth.write_drive(drive, frames)]
+    stock: bool = args.stock_sandbox
+    meta = _meta(mt, frames, args.repeat, drive, stock)
+    contenders: dict[str, Callable[[Path], RunResult]] = {
+        MAPILLARYD: lambda work: run_mapillaryd(
+            drive, names, work, args.timeout, stock_sandbox=stock
+        ),
+        MAPILLARY_TOOLS: lambda work: run_mapillary_tools(
+            drive, names, work, args.timeout, mt, stock_sandbox=stock
+        ),
+    }
+    results: list[RunResult] = []
+    for i in range(args.repeat):
+        order = [MAPILLARYD, MAPILLARY_TOOLS]
+        if i % 2:
+            order.reverse()
+        for name in order:
+            work = root / f"run{i + 1}-{name}"
+            r = contenders[name](work)
+            results.append(r)
+            print(
+                f"run {i + 1}/{args.repeat} {name:<15} wall {r.wall_s:7.2f} s  CPU {r.cpu_s:7.2f} s"
+                f"  OK: {frames} distinct images in {r.clusters} cluster(s)",
+                flush=True,
+            )
+            if args.keep is None:
+                shutil.rmtree(work, ignore_errors=True)
+    summaries = summarise(results)
+    print()
+    print(render(meta, summaries))
+    if args.json is not None:
+        write_json(args.json, meta, summaries)
+        print(f"\nfigures written to {args.json}")
+    return 0
+
+
+def _meta(mt: Path, frames: int, repeat: int, drive: Path, stock: bool) -> dict[str, Any]:
+    """The machine, the versions and the settings, for the table and the JSON."""
+    return {
+        "frames": frames,
+        "repeat": repeat,
+        "drive_bytes": sum(p.stat().st_size for p in drive.iterdir()),
+        "nproc": len(os.sched_getaffinity(0)),
+        "platform": f"{platform.system()} {platform.release()} {platform.machine()}",
+        "python": platform.python_version(),
+        "mapillary_tools_version": _version([str(mt), "--version"], "mapillary_tools version "),
+        "mapillary_tools_python": _version([str(mt.parent / "python"), "--version"], "Python "),
+        "sandbox": SANDBOX_WHERE.format(
+            module="daemon.sandbox" if stock else "bench.sandbox_server",
+            nagle=", as it is" if stock else ", TCP_NODELAY, its records in WAL/synchronous=NORMAL",
+        ),
+        "settle_s": SETTLE_SECONDS,
+        "batch_quiet_s": BATCH_QUIET_SECONDS,
+        "poll_s": POLL_SECONDS,
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _version(argv: list[str], prefix: str) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    text = (out.stdout or out.stderr).strip()
+    return text.removeprefix(prefix) if text else "unknown"
