@@ -76,17 +76,17 @@ def decode_xml(data: bytes, name: str, reason: str) -> str:
         match = _DECLARED.match(data.lstrip()[:200])
         encoding, body = (match.group(1).decode("ascii") if match else "utf-8"), data
     try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise ItemError(
-            f"{name}: unknown encoding {encoding!r} in the XML declaration", reason=reason
-        ) from None
-    try:
         return body.decode(encoding)
+    except LookupError:  # unknown, or not a text encoding ("rot13", "hex")
+        raise ItemError(
+            f"{name}: unknown text encoding {encoding!r} in the XML declaration", reason=reason
+        ) from None
     except UnicodeDecodeError as exc:
         raise ItemError(
             f"{name}: not valid {encoding} text at byte {exc.start}", reason=reason
         ) from exc
+    except (UnicodeError, ValueError) as exc:  # codecs such as idna raise plain UnicodeError
+        raise ItemError(f"{name}: not valid {encoding} text ({exc})", reason=reason) from exc
 
 
 def _xml_error(exc: BaseException) -> str:
@@ -106,7 +106,11 @@ def _point(raw: Any, counts: Counter[str]) -> TrackPoint | None:
         return None
     if when.tzinfo is None or when.utcoffset() is None:
         when = when.replace(tzinfo=UTC)  # GPX times are UTC by the schema
-    when = when.astimezone(UTC)
+    try:
+        when = when.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-14:00 is past the last representable UTC
+        counts["with a time out of range"] += 1
+        return None
     if when < GPS_EPOCH:
         counts["timed before 1980-01-06 (the GPS epoch)"] += 1
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import random
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -125,11 +126,17 @@ def test_gpx_encodings_and_byte_order_marks(
         (b"<gpx><trk><trkseg>\n<trkpt lat='1' lon='2'></trkseg></trk></gpx>", "line 2, column"),
         (b"\x89PNG\r\n\x1a\n\x00\x00", "not valid utf-8 text at byte 0"),
         (b"<?xml version='1.0'?><kml><Document/></kml>", "not a GPX document"),
-        (b"<?xml version='1.0' encoding='klingon'?><gpx/>", "unknown encoding 'klingon'"),
+        (b"<?xml version='1.0' encoding='klingon'?><gpx/>", "unknown text encoding 'klingon'"),
+        (b"<?xml version='1.0' encoding='rot13'?><gpx/>", "unknown text encoding 'rot13'"),
         (
             b"<gpx><trk><trkseg><trkpt lat='91' lon='2'><time>2026-01-01T00:00:00Z</time>"
             b"</trkpt></trkseg></trk></gpx>",
             "1 with a position out of range",
+        ),
+        (
+            b"<gpx><trk><trkseg><trkpt lat='1' lon='2'><time>9999-12-31T23:59:59-14:00</time>"
+            b"</trkpt></trkseg></trk></gpx>",
+            "1 with a time out of range",
         ),
         (
             b"<gpx><trk><trkseg><trkpt lat='1' lon='2'><time>yesterday</time>"
@@ -496,3 +503,71 @@ def test_csv_configuration_mistakes_and_unusable_files(tmp_path: Path) -> None:
             latitude_column=2,
             longitude_column=3,
         )
+
+
+# --- mutated inputs: a named reason or a result, never anything else -----------------------
+
+_SPLICES = [
+    b'<trkpt lat="1e400" lon="nan">',
+    b"<time>9999-12-31T23:59:59-14:00</time>",
+    b"</gpx>",
+    b"<trkseg>",
+    b"$GPRMC,",
+    b"*",
+    b",",
+    b"\n",
+    b"\x00",
+    b"99999999999999999999",
+]
+
+
+def _mutations(data: bytes, seed: int, count: int) -> list[bytes]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        b = bytearray(data)
+        for _ in range(rng.randint(1, 12)):
+            i = rng.randrange(len(b) + 1)
+            op = rng.random()
+            if op < 0.4 and i < len(b):
+                b[i] = rng.randrange(256)
+            elif op < 0.6:
+                del b[i : i + rng.randint(1, 40)]
+            else:
+                b[i:i] = rng.choice(_SPLICES)
+        out.append(bytes(b))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["gpx", "nmea", "csv"])
+def test_mutated_files_give_a_track_or_a_named_reason(tmp_path: Path, kind: str) -> None:
+    if kind == "gpx":
+        source = (GPX_DIR / "togeojson__missing_hr.gpx").read_bytes() if GPX_FILES else b""
+        if not source:
+            pytest.skip("no GPX corpus")
+    elif kind == "nmea":
+        source = "\r\n".join(nmea_log(drive(2), talker="GN")).encode()
+    else:
+        source = b"a.jpg,2026-06-01T09:00:00Z,46,14\nb.jpg,1780304401,46.1,14.1\n"
+    path = tmp_path / f"mutant.{kind}"
+    outcomes = set()
+    for data in _mutations(source, seed=len(kind), count=300):
+        path.write_bytes(data)
+        try:
+            if kind == "gpx":
+                read_gpx(path)
+            elif kind == "nmea":
+                read_nmea(path)
+            else:
+                read_csv_geotags(
+                    path,
+                    filename_column=1,
+                    timestamp_column=2,
+                    latitude_column=3,
+                    longitude_column=4,
+                )
+            outcomes.add("read")
+        except ItemError as exc:
+            assert exc.reason == f"bad_{kind}"
+            outcomes.add("refused")
+    assert outcomes == {"read", "refused"}  # the mutations exercised both paths
