@@ -32,7 +32,7 @@ from bench.verify import VerificationError
 from daemon import synth
 
 SANDBOX_WHERE = (
-    "a separate process per run (python -m {module} on 127.0.0.1, fresh data dir{nagle});"
+    "a separate process per run (python -m daemon.sandbox on 127.0.0.1, fresh data dir);"
     " its CPU is in neither contender's figures (shown apart)"
 )
 
@@ -52,11 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--keep", type=Path, default=None, metavar="DIR", help="work in DIR and keep it"
-    )
-    parser.add_argument(
-        "--stock-sandbox",
-        action="store_true",
-        help="run python -m daemon.sandbox as it is (see bench/sandbox_server.py for the cost)",
     )
     parser.add_argument(
         "--mapillary-tools",
@@ -98,15 +93,10 @@ def _bench(args: argparse.Namespace, mt: Path, root: Path) -> int:
     print(f"writing a {frames}-frame synthetic drive …", flush=True)
     drive = root / "drive"
     names = [f.path.name for f in synth.write_drive(drive, frames)]
-    stock: bool = args.stock_sandbox
-    meta = _meta(mt, frames, args.repeat, drive, stock)
+    meta = _meta(mt, frames, args.repeat, drive)
     contenders: dict[str, Callable[[Path], RunResult]] = {
-        MAPILLARYD: lambda work: run_mapillaryd(
-            drive, names, work, args.timeout, stock_sandbox=stock
-        ),
-        MAPILLARY_TOOLS: lambda work: run_mapillary_tools(
-            drive, names, work, args.timeout, mt, stock_sandbox=stock
-        ),
+        MAPILLARYD: lambda work: run_mapillaryd(drive, names, work, args.timeout),
+        MAPILLARY_TOOLS: lambda work: run_mapillary_tools(drive, names, work, args.timeout, mt),
     }
     results: list[RunResult] = []
     for i in range(args.repeat):
@@ -133,7 +123,7 @@ def _bench(args: argparse.Namespace, mt: Path, root: Path) -> int:
     return 0
 
 
-def _meta(mt: Path, frames: int, repeat: int, drive: Path, stock: bool) -> dict[str, Any]:
+def _meta(mt: Path, frames: int, repeat: int, drive: Path) -> dict[str, Any]:
     """The machine, the versions and the settings, for the table and the JSON."""
     return {
         "frames": frames,
@@ -144,10 +134,7 @@ def _meta(mt: Path, frames: int, repeat: int, drive: Path, stock: bool) -> dict[
         "python": platform.python_version(),
         "mapillary_tools_version": _version([str(mt), "--version"], "mapillary_tools version "),
         "mapillary_tools_python": _version([str(mt.parent / "python"), "--version"], "Python "),
-        "sandbox": SANDBOX_WHERE.format(
-            module="daemon.sandbox" if stock else "bench.sandbox_server",
-            nagle=", as it is" if stock else ", TCP_NODELAY, its records in WAL/synchronous=NORMAL",
-        ),
+        "sandbox": SANDBOX_WHERE,
         "settle_s": SETTLE_SECONDS,
         "batch_quiet_s": BATCH_QUIET_SECONDS,
         "poll_s": POLL_SECONDS,

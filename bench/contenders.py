@@ -124,9 +124,7 @@ level = "info"
     return cfg
 
 
-def run_mapillaryd(
-    drive: Path, names: list[str], work: Path, timeout: float, *, stock_sandbox: bool = False
-) -> RunResult:
+def run_mapillaryd(drive: Path, names: list[str], work: Path, timeout: float) -> RunResult:
     """Upload ``drive`` with ``mapillaryd run``; raise :class:`ContenderError` on any failure."""
     work.mkdir(parents=True)
     card = work / "card"
@@ -134,7 +132,7 @@ def run_mapillaryd(
     cfg = write_daemon_config(work, card)
     env = base_env(work / "home")
     frames = len(names)
-    with SandboxProcess(work / "sandbox", env, stock=stock_sandbox) as sandbox:
+    with SandboxProcess(work / "sandbox", env) as sandbox:
         env.update(
             MAPILLARY_TOKEN=TOKEN,
             MAPILLARY_UPLOAD_ENDPOINT=sandbox.upload_endpoint,
@@ -254,8 +252,6 @@ def run_mapillary_tools(
     work: Path,
     timeout: float,
     executable: Path,
-    *,
-    stock_sandbox: bool = False,
 ) -> RunResult:
     """Upload ``drive`` with ``mapillary_tools process_and_upload``; raise on any failure."""
     work.mkdir(parents=True)
@@ -265,7 +261,7 @@ def run_mapillary_tools(
     ini.write_text(f"[sandbox]\nuser_upload_token = {TOKEN}\n", encoding="utf-8")
     env = base_env(work / "home")
     frames = len(names)
-    with SandboxProcess(work / "sandbox", env, stock=stock_sandbox) as sandbox:
+    with SandboxProcess(work / "sandbox", env) as sandbox:
         env.update(
             MAPILLARY_UPLOAD_ENDPOINT=sandbox.upload_endpoint,
             MAPILLARY_GRAPH_API_ENDPOINT=sandbox.graph_endpoint,

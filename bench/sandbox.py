@@ -1,8 +1,6 @@
 """The sandbox in a process of its own, one per contender run.
 
-By default that is ``python -m bench.sandbox_server`` (the sandbox without two server-side
-bottlenecks; see :mod:`bench.sandbox_server`), with ``stock=True`` ``python -m daemon.sandbox``
-as it is.
+That is ``python -m daemon.sandbox``, as it is.
 
 A separate process keeps the server's CPU out of both contenders' figures and out of the bench
 process, whose polling must not compete with it for the GIL. Each run gets a fresh data
@@ -46,10 +44,10 @@ class Stats:
 class SandboxProcess:
     """The sandbox on a free port of 127.0.0.1, keeping its state in ``data``."""
 
-    def __init__(self, data: Path, env: dict[str, str], *, stock: bool = False) -> None:
+    def __init__(self, data: Path, env: dict[str, str]) -> None:
         data.mkdir(parents=True, exist_ok=True)
         self.data = data
-        self.module = "daemon.sandbox" if stock else "bench.sandbox_server"
+        self.module = "daemon.sandbox"
         self.log = data.parent / f"{data.name}.log"
         self._env = env
         self._child: Child | None = None

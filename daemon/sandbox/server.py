@@ -38,6 +38,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     timeout = IDLE_TIMEOUT_S
+    # Headers and body go out in two writes; with Nagle on, the body waits for the client's
+    # delayed ACK: ~44 ms per request on loopback instead of ~2 ms.
+    disable_nagle_algorithm = True
     server: _Server
 
     def do_GET(self) -> None:
