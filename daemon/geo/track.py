@@ -179,6 +179,7 @@ class Track:
 
     @property
     def point_count(self) -> int:
+        """Number of points over all segments."""
         return sum(len(s) for s in self.segments)
 
     def points(self) -> Iterable[TrackPoint]:

@@ -43,7 +43,14 @@ from pathlib import Path
 
 from daemon.errors import ItemError
 
-__all__ = ["CsvMatch", "CsvRow", "match_csv_rows", "parse_csv_geotags", "read_csv_geotags"]
+__all__ = [
+    "CsvMatch",
+    "CsvRow",
+    "match_csv_rows",
+    "parse_csv_geotags",
+    "parse_time",
+    "read_csv_geotags",
+]
 
 _MAX_LISTED = 20
 _NUMBER = re.compile(r"^[+-]?\d+(\.\d*)?$")
@@ -242,8 +249,8 @@ def _check_columns(columns: Mapping[str, int | None], meta: Mapping[str, tuple[i
         raise ValueError("give timestamp_column, or latitude_column and longitude_column")
 
 
-def _looks_like_header(spec: _Spec, first: list[str], second: tuple[int, list[str]]) -> bool:
-    """True when no time or coordinate cell of ``first`` parses, and ``second`` is data.
+def _looks_like_header(spec: _Spec, first: list[str], second: tuple[int, list[str]] | None) -> bool:
+    """True when no time or coordinate cell of ``first`` parses, and ``second`` (if any) is data.
 
     A data line with one typo still has other cells that parse, so it is reported as a bad
     line rather than silently taken for a header.
@@ -260,7 +267,7 @@ def _looks_like_header(spec: _Spec, first: list[str], second: tuple[int, list[st
             return False
         except ValueError:
             pass
-    return _row(spec, second[1], second[0], []) is not None
+    return second is None or _row(spec, second[1], second[0], []) is not None
 
 
 def parse_csv_geotags(
@@ -317,7 +324,9 @@ def parse_csv_geotags(
     except csv.Error as exc:
         raise _bad(name, [f"line {reader.line_num}: not readable as CSV ({exc})"]) from exc
     if header is None:
-        header = len(lines) >= 2 and _looks_like_header(spec, lines[0][1], lines[1])
+        header = bool(lines) and _looks_like_header(
+            spec, lines[0][1], lines[1] if len(lines) > 1 else None
+        )
     if header:
         lines = lines[1:]
     if not lines:

@@ -490,6 +490,15 @@ def test_csv_configuration_mistakes_and_unusable_files(tmp_path: Path) -> None:
         read_csv_geotags(
             latin, filename_column=1, timestamp_column=2, latitude_column=3, longitude_column=4
         )
+    only_header = csv_file(tmp_path, "time,lat,lon\n", "header.csv")
+    with pytest.raises(ItemError, match="no data rows"):
+        read_csv_geotags(
+            only_header,
+            filename_column=None,
+            timestamp_column=1,
+            latitude_column=2,
+            longitude_column=3,
+        )
     empty = csv_file(tmp_path, "\n\n", "empty.csv")
     with pytest.raises(ItemError, match="no data rows"):
         read_csv_geotags(
