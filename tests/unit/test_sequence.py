@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import math
 import random
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -11,7 +12,15 @@ import pytest
 
 import daemon.geo.distance
 from daemon.geo.distance import bearing_deg, distance_m, haversine_m
-from daemon.geo.sequence import Shot, cut_sequences, derive_headings, group_and_sort
+from daemon.geo.sequence import (
+    Plan,
+    SequenceOptions,
+    Shot,
+    cut_sequences,
+    derive_headings,
+    group_and_sort,
+    plan_sequences,
+)
 from daemon.synth import destination
 
 # --- distance and bearing -----------------------------------------------------------------------
@@ -289,3 +298,220 @@ def test_cut_sequences_fills_headings_before_the_distance_split() -> None:
     # which stands on the same spot (bearing 0)
     assert headings == pytest.approx([90.0, 0.0, 0.0, 5.0], abs=1e-2)
     assert derive_headings(result[0]) == [s.heading for s in result[0]]
+
+
+# --- plan_sequences: every rule, in order -----------------------------------------------------
+
+
+def north_of(s: Shot, metres: float, **changes: object) -> Shot:
+    lat, lon = destination(s.lat, s.lon, 0.0, metres)
+    return replace(s, lat=lat, lon=lon, **changes)  # type: ignore[arg-type]
+
+
+def verdicts(plan: Plan) -> dict[str, str]:
+    return {r.key: r.reason for r in plan.rejected}
+
+
+def headings_of(plan: Plan) -> dict[str, float | None]:
+    return {s.key: s.heading for seq in plan.sequences for s in seq}
+
+
+@pytest.mark.parametrize(("name", "shots", "options", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_plan_without_rejections_is_the_cut(
+    name: str, shots: list[Shot], options: dict[str, float], expected: list[list[str]]
+) -> None:
+    """With the checks that reject turned off, the plan cuts exactly as cut_sequences."""
+    off = {"flag_duplicates": False, "zigzag": False, "max_speed_kmh": math.inf}
+    plan = plan_sequences(shots, SequenceOptions(**options, **off))  # type: ignore[arg-type]
+    assert plan.rejected == []
+    assert keys(plan.sequences) == expected
+    assert plan.sequences == cut_sequences(shots, **options)  # type: ignore[arg-type]
+
+
+ORDER_CASES: list[tuple[str, list[Shot], dict[str, object], list[list[str]], dict[str, str]]] = [
+    (
+        # null island first: b is then a duplicate of a (the previous *kept* image); were
+        # duplicates checked first, z would sit between them and b would survive
+        "null island before duplicates",
+        [shot("a", 0), replace(shot("z", 1), lat=0.0, lon=0.0), shot("b", 2)],
+        {},
+        [["a"]],
+        {"z": "null_island", "b": "duplicate"},
+    ),
+    (
+        # the time cut comes first: b, 70 s after a on the same spot, starts a new sequence
+        # and so is nobody's duplicate
+        "time cut before duplicates",
+        [shot("a", 0), shot("b", 70)],
+        {},
+        [["a"], ["b"]],
+        {},
+    ),
+    (
+        "duplicates can be turned off",
+        [shot("a", 0), shot("b", 1), shot("c", 2, 10)],
+        {"flag_duplicates": False},
+        [["a", "b", "c"]],
+        {},
+    ),
+    (
+        "duplicate thresholds",
+        [shot("a", 0, 0, heading=0), shot("b", 1, 1.0, heading=8), shot("c", 2, 20, heading=9)],
+        {"duplicate_distance": 1.5, "duplicate_angle": 10},
+        [["a", "c"]],
+        {"b": "duplicate"},
+    ),
+    (
+        # 80 m off the road and back: 288 km/h, under the speed limit — a zig-zag
+        "zig-zag",
+        [north_of(s, 80) if s.key == "010" else s for s in line(20, dx=10)],
+        {},
+        [[f"{i:03d}" for i in range(20) if i != 10]],
+        {"010": "zigzag"},
+    ),
+    (
+        "zig-zag can be turned off",
+        [north_of(s, 80) if s.key == "010" else s for s in line(20, dx=10)],
+        {"zigzag": False},
+        [[f"{i:03d}" for i in range(20)]],
+        {},
+    ),
+    (
+        # a spike seen by both checks is reported as the zig-zag it is (zig-zag runs first,
+        # as the only rule mapillary_tools would have caught it with)
+        "zig-zag before speed",
+        [north_of(s, 3000) if s.key == "010" else s for s in line(20, dx=10)],
+        {},
+        [[f"{i:03d}" for i in range(20) if i != 10]],
+        {"010": "zigzag"},
+    ),
+    (
+        "speed catches what zig-zag cannot see (too early in the sequence)",
+        [north_of(s, 3000) if s.key == "002" else s for s in line(20, dx=10)],
+        {},
+        [[f"{i:03d}" for i in range(20) if i != 2]],
+        {"002": "too_fast"},
+    ),
+    (
+        # mapillary_tools would keep the teleport and cut it into a sequence of its own
+        "speed before the distance cut",
+        [north_of(s, 3000) if s.key == "002" else s for s in line(20, dx=10)],
+        {"zigzag": False, "max_speed_kmh": 1e9},
+        [["000", "001"], ["002"], [f"{i:03d}" for i in range(3, 20)]],
+        {},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "shots", "options", "expected", "rejected"),
+    ORDER_CASES,
+    ids=[c[0] for c in ORDER_CASES],
+)
+def test_plan_rules_and_order(
+    name: str,
+    shots: list[Shot],
+    options: dict[str, object],
+    expected: list[list[str]],
+    rejected: dict[str, str],
+) -> None:
+    plan = plan_sequences(shots, SequenceOptions(**options))  # type: ignore[arg-type]
+    assert keys(plan.sequences) == expected
+    assert verdicts(plan) == rejected
+    placed = [s.key for seq in plan.sequences for s in seq]
+    assert sorted(placed + list(rejected)) == sorted(s.key for s in shots)  # each exactly once
+
+
+def test_headings_are_derived_after_rejections() -> None:
+    # a (no heading) is followed by a duplicate a2 on its spot, then b 10 m east: a faces b
+    # (90°), not a2 (bearing 0 to the same spot)
+    plan = plan_sequences([shot("a", 0, 0), shot("a2", 1, 0), shot("b", 2, 10)])
+    assert verdicts(plan) == {"a2": "duplicate"}
+    assert headings_of(plan)["a"] == pytest.approx(90.0, abs=1e-3)
+    # 009 (no heading) is followed by a zig-zag 80 m north: it faces 011 (east), not 010
+    shots = [north_of(s, 80) if s.key == "010" else s for s in line(20, dx=10)]
+    plan = plan_sequences(shots)
+    assert verdicts(plan) == {"010": "zigzag"}
+    assert headings_of(plan)["009"] == pytest.approx(90.0, abs=1e-3)
+
+
+def test_duplicates_compare_recorded_headings_even_when_interpolating() -> None:
+    # b turned 90° on a's spot: not a duplicate, though both headings are then replaced
+    shots = [shot("a", 0, 0, heading=0.0), shot("b", 1, 0, heading=90.0), shot("c", 2, 10)]
+    plan = plan_sequences(shots, SequenceOptions(interpolate_directions=True))
+    assert plan.rejected == []
+    # a faces b (same spot: bearing 0), b faces c (east), c copies b
+    assert headings_of(plan) == pytest.approx({"a": 0.0, "b": 90.0, "c": 90.0}, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("recorded", "interpolate", "offset", "expected"),
+    [
+        ([None, None, None], False, 0.0, [90.0, 90.0, 90.0]),
+        ([10.0, None, None], False, 0.0, [10.0, 90.0, 90.0]),
+        ([10.0, None, 200.0], True, 0.0, [90.0, 90.0, 90.0]),
+        ([10.0, None, 200.0], False, 180.0, [190.0, 270.0, 20.0]),  # derived ones too
+        ([350.0, None, None], False, 20.0, [10.0, 110.0, 110.0]),  # modulo 360
+        ([400.0, None, None], False, 0.0, [40.0, 90.0, 90.0]),  # recorded out of range
+        ([10.0, None, None], True, -100.0, [350.0, 350.0, 350.0]),
+    ],
+)
+def test_heading_offset_and_interpolation(
+    recorded: list[float | None], interpolate: bool, offset: float, expected: list[float]
+) -> None:
+    shots = [
+        shot(k, i, i * 10.0, heading=h)
+        for i, (k, h) in enumerate(zip("abc", recorded, strict=True))
+    ]
+    plan = plan_sequences(
+        shots, SequenceOptions(interpolate_directions=interpolate, offset_angle=offset)
+    )
+    assert [s.heading for s in plan.sequences[0]] == pytest.approx(expected, abs=1e-3)
+    assert all(0.0 <= s.heading < 360.0 for s in plan.sequences[0] if s.heading is not None)
+
+
+def test_one_bad_fix_never_costs_the_sequence() -> None:
+    """mapillary_tools #783: its average speed over the cut rejects every image of it."""
+    stale = shot("000", 0, -20_000)  # where the camera was switched off, 20 km back
+    shots = [stale, *line(29, dx=15.0, start=1)]
+    plan = plan_sequences(shots)
+    assert keys(plan.sequences) == [[f"{i:03d}" for i in range(1, 30)]]
+    assert verdicts(plan) == {"000": "too_fast"}
+    (r,) = plan.rejected
+    assert "km/h" in r.message and "IMG_001.JPG" in r.message
+
+
+def test_plan_does_not_depend_on_input_order() -> None:
+    shots = [north_of(s, 80) if s.key == "010" else s for s in line(20, dx=10)]
+    shots += [shot("dup", 3.5, 35.0), replace(shot("nul", 4.5), lat=0.0, lon=0.0)]
+    shots += [replace(s, key=f"o{s.key}") for s in line(10, folder="/other", dx=15)]
+    shots += [replace(s, key=f"x{s.key}", time=s.time + timedelta(hours=1)) for s in line(5)]
+    expected = plan_sequences(shots)
+    assert expected.rejected and len(expected.sequences) >= 3
+    for seed in range(5):
+        shuffled = shots[:]
+        random.Random(seed).shuffle(shuffled)
+        assert plan_sequences(shuffled) == expected
+
+
+def test_plan_keeps_the_spread_times() -> None:
+    plan = plan_sequences([shot("a", 0, 0), shot("b", 0, 5), shot("c", 1, 10)])
+    assert [(s.time - T0).total_seconds() for s in plan.sequences[0]] == [0.0, 0.5, 1.0]
+
+
+def test_plan_contract_errors() -> None:
+    with pytest.raises(ValueError, match="distinct keys"):
+        plan_sequences([shot("a", 0), shot("a", 1, 10)])
+    for bad in (
+        {"cutoff_time": -1.0},
+        {"duplicate_distance": float("nan")},
+        {"max_images": 0},
+        {"max_speed_kmh": 0.0},
+        {"zigzag_window": 1},
+        {"zigzag_ratio": 1.5},
+        {"offset_angle": float("inf")},
+        {"max_jump_images": 0},
+    ):
+        with pytest.raises(ValueError):
+            SequenceOptions(**bad)
+    assert plan_sequences([]) == Plan([], [])
