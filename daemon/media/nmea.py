@@ -61,7 +61,6 @@ GAP_S = 30.0
 #: Talker ids accepted for RMC and GGA.
 TALKERS = frozenset({"GP", "GN", "GL", "GA", "GB", "BD", "GI", "GQ", "QZ"})
 _MIN_FIELDS = {"RMC": 10, "GGA": 10}  # through the date (RMC) / the altitude (GGA)
-_KNOT_MS = 1852.0 / 3600.0
 _HALF_DAY = 43_200.0
 _GPS_EPOCH = datetime(1980, 1, 6, tzinfo=UTC)
 
