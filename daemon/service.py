@@ -80,6 +80,7 @@ class Service:
         self._threads: list[threading.Thread] = []
         self._next_scan: dict[Path, float] = {}
         self._watched: set[Path] = set()
+        self.wake = threading.Event()
 
     def open_queue(self) -> Queue:
         return Queue.open(self.cfg.state.database)
@@ -115,6 +116,7 @@ class Service:
             log.info("stopping")
             self.ready.put(None)
             watcher.stop()
+            self.wake.set()
             for t in self._threads:
                 t.join(timeout=30)
             q.close()
@@ -170,6 +172,7 @@ class Service:
         for batch_id in q.batches_to_cut():
             try:
                 cut_batch(q, batch_id, self.cfg.process, self.now())
+                self.wake.set()
             except Exception:
                 log.exception("batch_cut_failed", batch=batch_id)
 
@@ -249,6 +252,7 @@ class Service:
             self.boot_id,
             stop,
             spool=self.cfg.state.spool_dir,
+            wake=self.wake,
         )
         try:
             while not stop.is_set():

@@ -134,12 +134,16 @@ class Uploader:
         *,
         rng: random.Random | None = None,
         on_done: Callable[[], None] | None = None,
+        wake: threading.Event | None = None,
         spool: Path | None = None,
     ) -> None:
         self.queue, self.endpoints, self.upstream = queue, endpoints, upstream
         self.clock, self.policy, self.owner, self.stop = clock, policy, owner, stop
         self.rng = rng or random.Random()
         self.on_done = on_done
+        #: Set by whoever makes work due (a batch cut, an image uploaded); idle workers wait on
+        #: it instead of sleeping a whole idle period. Stopping sets it too.
+        self.wake = wake or threading.Event()
         self.spool = spool
         self._token: str | None = None
         self._upload: UploadService | None = None
@@ -189,7 +193,8 @@ class Uploader:
             while not self.stop.is_set():
                 if not self.step(images=images, sequences=sequences):
                     wait = min(idle, self.upstream.pause_remaining() or idle)
-                    self.stop.wait(max(0.05, wait))
+                    self.wake.wait(max(0.05, wait))
+                    self.wake.clear()
         finally:
             self.close()
 
@@ -236,6 +241,7 @@ class Uploader:
             )
             return
         self.queue.item_uploaded(item.id, key, handle, self.now())
+        self.wake.set()  # its sequence may now be ready to finish
         log_.debug("image_uploaded", session_key=key, resumed_at=offset or None)
 
     # --- one sequence ---------------------------------------------------------------------
