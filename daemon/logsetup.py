@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import warnings
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
+BENIGN_WATCHDOG_WARNING = r"Callback with id .* already exists for watch"
 _AUTH_VALUE = re.compile(r"((?:OAuth|Bearer)\s+)[^\s\"',]+", re.IGNORECASE)
 
 
@@ -50,6 +52,10 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     """Set up structlog for the process. ``fmt`` is ``auto`` (console on a TTY), ``json`` or
     ``console``. Safe to call more than once."""
     stream = stream or sys.stderr
+    # watchdog 7 warns when a new subfolder's inotify watch is registered twice (its recursive
+    # add races the folder's own creation event) and then overwrites it: harmless, and on a
+    # card full of DCIM/ folders it would print a line per folder.
+    warnings.filterwarnings("ignore", message=BENIGN_WATCHDOG_WARNING, category=RuntimeWarning)
     console = fmt == "console" or (fmt == "auto" and stream.isatty())
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=stream.isatty())
