@@ -19,6 +19,7 @@ import structlog
 from daemon import __version__, logsetup
 from daemon.config import Config, load_config
 from daemon.errors import FatalError
+from daemon.process_args import add_process_arguments, request_from
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser("check-config", help="validate the configuration and print it resolved")
+    _config_arg(p)
+
+    p = sub.add_parser(
+        "process",
+        help="process images into a description file (mapillary_tools process options work)",
+        description="Geotag, cut into sequences and validate images, and write a description "
+        "file that `mapillary_tools upload --desc_path` accepts. Originals are never modified.",
+    )
+    add_process_arguments(p)
+
+    p = sub.add_parser(
+        "process-and-upload",
+        aliases=["process_and_upload"],
+        help="process images and upload them through the daemon's queue, then exit",
+    )
+    add_process_arguments(p)
     _config_arg(p)
 
     p = sub.add_parser("sandbox", help="run a local Mapillary-compatible server (for tests/demos)")
@@ -82,6 +99,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cmd_status(load_config(args.config), as_json=args.json)
     if args.command == "check-config":
         return cmd_check_config(load_config(args.config))
+    if args.command == "process":
+        from daemon.oneshot import cmd_process
+
+        cmd_process(request_from(args))
+        return 0
+    if args.command in ("process-and-upload", "process_and_upload"):
+        from daemon.oneshot import cmd_process_and_upload
+
+        return cmd_process_and_upload(load_config(args.config), request_from(args))
     if args.command == "sandbox":
         from daemon.sandbox import serve
 

@@ -30,6 +30,7 @@ DEFAULT_UPLOAD_ENDPOINT = "https://rupload.facebook.com/mapillary_public_uploads
 DEFAULT_GRAPH_ENDPOINT = "https://graph.mapillary.com"
 
 IngestMode = Literal["copy", "in_place"]
+GeotagSourceName = Literal["exif", "gpx", "nmea"]
 LogFormat = Literal["auto", "json", "console"]
 
 
@@ -60,6 +61,18 @@ class WatchConfig:
     settle_seconds: float = 2.0
     #: Time zone for camera times without an offset; None = the [process] default.
     time_zone: str | None = None
+    #: Where positions come from: the images' own EXIF, or a GPS logger's GPX/NMEA track.
+    geotag_source: GeotagSourceName = "exif"
+    #: The track file or folder for gpx/nmea, relative to ``path`` unless absolute.
+    geotag_source_path: Path | None = None
+    #: Seconds to add to this camera's clock (its error), or None with ``auto_offset``.
+    offset_time: float = 0.0
+    #: Estimate the camera clock error against the track; applied only when unambiguous.
+    auto_offset: bool = False
+    #: Shift the images so the first sits on the track's first point.
+    use_gps_start_time: bool = False
+    #: Degrees added to every heading (a camera mounted sideways: 90).
+    offset_angle: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -92,6 +105,21 @@ class ProcessConfig:
     #: A batch (one card insertion, one burst of drops) is cut into sequences once no new file
     #: arrived for this long.
     batch_quiet_seconds: float = 10.0
+    duplicate_distance: float = 0.1
+    duplicate_angle: float = 5.0
+    interpolate_directions: bool = False
+    max_speed_kmh: float = 400.0
+    zigzag_check: bool = True
+
+
+@dataclass(frozen=True)
+class PrivacyZone:
+    """Images within ``radius_m`` metres of (lat, lon) never leave the machine."""
+
+    lat: float
+    lon: float
+    radius_m: float
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -124,6 +152,7 @@ class Config:
     process: ProcessConfig = ProcessConfig()
     upload: UploadConfig = UploadConfig()
     log: LogConfig = LogConfig()
+    privacy_zones: tuple[PrivacyZone, ...] = ()
 
     def time_zone_for(self, watch: WatchConfig) -> tzinfo:
         """The zone naive camera times from ``watch`` are read in."""
@@ -284,7 +313,7 @@ def build_config(
 ) -> Config:
     """Turn parsed TOML into a :class:`Config`; raise :class:`ConfigError` with every problem."""
     problems: list[str] = []
-    known = {"state", "watch", "mapillary", "scan", "process", "upload", "log"}
+    known = {"state", "watch", "mapillary", "scan", "process", "upload", "log", "privacy_zone"}
     problems += [f"{key}: unknown section" for key in sorted(set(data) - known)]
 
     state = _build_state(
@@ -306,6 +335,11 @@ def build_config(
         cutoff_distance=s.get("cutoff_distance", float, 100.0, _positive),
         max_sequence_images=s.get("max_sequence_images", int, 1000, _at_least(1)),
         batch_quiet_seconds=s.get("batch_quiet_seconds", float, 10.0, _at_least(0)),
+        duplicate_distance=s.get("duplicate_distance", float, 0.1, _at_least(0)),
+        duplicate_angle=s.get("duplicate_angle", float, 5.0, _at_least(0)),
+        interpolate_directions=s.get("interpolate_directions", bool, False),
+        max_speed_kmh=s.get("max_speed_kmh", float, 400.0, _positive),
+        zigzag_check=s.get("zigzag_check", bool, True),
     )
     s.finish()
 
@@ -334,9 +368,12 @@ def build_config(
             problems.append(f"watch[{i}].path: the same folder as watch[{seen[w.path]}]")
         seen.setdefault(w.path, i)
 
+    zones = _build_zones(data.get("privacy_zone", []), problems)
     if problems:
         raise ConfigError(source, problems)
-    return Config(source, state, tuple(watches), mapillary, scan, process, upload, log)
+    return Config(
+        source, state, tuple(watches), mapillary, scan, process, upload, log, tuple(zones)
+    )
 
 
 def _build_state(s: _Section, env: Mapping[str, str], base_dir: Path) -> StateConfig:
@@ -367,16 +404,68 @@ def _build_watches(raw: object, problems: list[str], base_dir: Path) -> list[Wat
         path = s.path("path", base_dir, None)
         if path is None:
             s.problem("path", "required: the folder to watch")
+        root = path or Path(".")
+        source = cast(GeotagSourceName, s.choice("geotag_source", ("exif", "gpx", "nmea"), "exif"))
+        track_path = s.path("geotag_source_path", root, None)
+        if source != "exif" and track_path is None:
+            s.problem("geotag_source_path", f"required with geotag_source = {source!r}")
+        offset, auto = _offset_time(s)
+        if auto and source == "exif":
+            s.problem("offset_time", '"auto" needs a track: geotag_source = "gpx" or "nmea"')
         w = WatchConfig(
-            path=path or Path("."),
+            path=root,
             recursive=s.get("recursive", bool, True),
             ingest=cast(IngestMode, s.choice("ingest", ("copy", "in_place"), "copy")),
             settle_seconds=s.get("settle_seconds", float, 2.0, _at_least(2)),
             time_zone=s.get("time_zone", str, "", _zone) or None,
+            geotag_source=source,
+            geotag_source_path=track_path,
+            offset_time=offset,
+            auto_offset=auto,
+            use_gps_start_time=s.get("use_gps_start_time", bool, False),
+            offset_angle=s.get("offset_angle", float, 0.0),
         )
         s.finish()
         watches.append(w)
     return watches
+
+
+def _offset_time(s: _Section) -> tuple[float, bool]:
+    """``offset_time``: seconds (a number) or ``"auto"``."""
+    s.used.add("offset_time")
+    value = s.table.get("offset_time", 0.0)
+    if value == "auto":
+        return 0.0, True
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value), False
+    s.problem("offset_time", f'expected a number of seconds or "auto", got {_describe(value)}')
+    return 0.0, False
+
+
+def _build_zones(raw: object, problems: list[str]) -> list[PrivacyZone]:
+    if not isinstance(raw, list):
+        problems.append(f"privacy_zone: expected [[privacy_zone]] tables, got {_describe(raw)}")
+        return []
+    zones = []
+    for i, table in enumerate(raw):
+        if not isinstance(table, dict):
+            problems.append(f"privacy_zone[{i}]: expected a table, got {_describe(table)}")
+            continue
+        s = _Section(table, f"privacy_zone[{i}]", problems)
+        before = len(problems)
+        for key in ("lat", "lon", "radius_m"):
+            if key not in table:
+                s.problem(key, "required")
+        lat = s.get("lat", float, 0.0, lambda v: None if -90 <= v <= 90 else "must be in [-90, 90]")
+        lon = s.get(
+            "lon", float, 0.0, lambda v: None if -180 <= v <= 180 else "must be in [-180, 180]"
+        )
+        radius = s.get("radius_m", float, 0.0, _positive)
+        name = s.get("name", str, "")
+        s.finish()
+        if len(problems) == before:
+            zones.append(PrivacyZone(lat, lon, radius, name))
+    return zones
 
 
 def _build_mapillary(s: _Section, env: Mapping[str, str], base_dir: Path) -> MapillaryConfig:

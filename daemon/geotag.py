@@ -14,6 +14,7 @@ it only when the fit is unambiguous.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -168,9 +169,15 @@ def _from_exif(photos: Iterable[Photo]) -> dict[str, Placed | Refused]:
             out[p.key] = Refused("no_time", f"{p.name}: no capture time in EXIF")
         elif f.lat is None or f.lon is None:
             out[p.key] = Refused("no_gps", f"{p.name}: no GPS position in EXIF")
+        elif not (_valid(f.lat, 90) and _valid(f.lon, 180)):
+            out[p.key] = Refused("no_gps", f"{p.name}: invalid GPS position ({f.lat}, {f.lon})")
         else:
             out[p.key] = Placed(f.capture_time, f.lat, f.lon, f.alt, f.heading)
     return out
+
+
+def _valid(value: float, limit: float) -> bool:
+    return math.isfinite(value) and -limit <= value <= limit
 
 
 def _from_csv(

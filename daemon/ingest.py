@@ -28,7 +28,7 @@ import structlog
 
 from daemon.clock import Clock
 from daemon.errors import CorruptMediaError, ItemError
-from daemon.media.exif import read_image_metadata
+from daemon.media.exif import read_exif_facts
 from daemon.media.jpeg import check_jpeg
 from daemon.store.queue import Item, ItemState, Metadata, NewFile, Queue, Verdict
 from daemon.watch import media_kind, stat_file
@@ -134,7 +134,11 @@ def _fsync_dir(path: Path) -> None:
 
 
 def read_outcome(kind: str, data_path: str, name: str, tz: tzinfo) -> Metadata | Verdict:
-    """What processing can say about one file now: its metadata, or why it cannot go on."""
+    """What ingest can say about one file: its EXIF facts, or why it cannot go on at all.
+
+    A missing time or position is not decided here: a GPS track may supply them when the
+    batch is processed (:mod:`daemon.process`).
+    """
     if kind == "video":
         return Verdict(
             ItemState.HELD,
@@ -145,24 +149,22 @@ def read_outcome(kind: str, data_path: str, name: str, tz: tzinfo) -> Metadata |
         with open(data_path, "rb") as fh:
             data = fh.read()
         check_jpeg(data, name)
-        meta = read_image_metadata(data, name, default_tz=tz)
+        facts = read_exif_facts(data, name, default_tz=tz)
     except CorruptMediaError as exc:
         return Verdict(ItemState.QUARANTINED, exc.reason, str(exc))
     except ItemError as exc:
         return Verdict(ItemState.REJECTED, exc.reason, str(exc))
-    if meta.lat == 0 and meta.lon == 0:
-        return Verdict(ItemState.REJECTED, "null_island", f"{name}: GPS position is exactly (0, 0)")
     return Metadata(
-        capture_time=meta.capture_time.astimezone(UTC).isoformat(),
-        lat=meta.lat,
-        lon=meta.lon,
-        alt=meta.alt,
-        heading=meta.heading,
-        make=meta.make,
-        model=meta.model,
-        width=meta.width,
-        height=meta.height,
-        orientation=meta.orientation,
+        capture_time=facts.capture_time.astimezone(UTC).isoformat() if facts.capture_time else None,
+        lat=facts.lat,
+        lon=facts.lon,
+        alt=facts.alt,
+        heading=facts.heading,
+        make=facts.make,
+        model=facts.model,
+        width=facts.width,
+        height=facts.height,
+        orientation=facts.orientation,
     )
 
 

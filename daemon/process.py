@@ -1,8 +1,10 @@
-"""Cutting a closed batch into sequences and storing the result.
+"""Processing a closed batch: the shared pipeline (:mod:`daemon.processing`) over its items.
 
-The cut itself is pure (:mod:`daemon.geo.sequence`); this module loads the batch's ingested
-items, calls it, names each sequence after its content and writes everything in one transaction.
-Because names come from content, repeating a cut after a crash rewrites the same rows.
+Loads the batch's ingested items, rebuilds their EXIF facts from the queue rows, reads the
+watch folder's GPS track when it geotags from one, runs :func:`daemon.processing.process` with
+the watch's options, and stores the result in one transaction: each accepted image with its
+final time, place and heading in its sequence; each refused one with its reason. Sequences are
+named after their content, so repeating a cut after a crash rewrites the same rows.
 """
 
 from __future__ import annotations
@@ -13,30 +15,17 @@ from datetime import datetime
 
 import structlog
 
-from daemon.config import ProcessConfig
-from daemon.geo.sequence import Shot, cut_sequences, derive_headings
-from daemon.store.queue import Item, ItemState, Queue, Verdict
+from daemon.config import Config, WatchConfig
+from daemon.errors import ItemError
+from daemon.geo.privacy import Zone
+from daemon.geo.sequence import SequenceOptions
+from daemon.geo.track import Track
+from daemon.geotag import GeotagOptions, Photo, load_track
+from daemon.media.exif import ExifFacts
+from daemon.processing import Input, ProcessOptions, process
+from daemon.store.queue import Item, ItemState, Placement, Queue, Verdict
 
 log = structlog.get_logger(__name__)
-
-
-def shot_of(item: Item) -> Shot:
-    """The pure view of an ingested image that sequence cutting works on."""
-    assert item.capture_time is not None and item.lat is not None and item.lon is not None
-    return Shot(
-        key=str(item.id),
-        folder=os.path.dirname(item.source_path),
-        filename=os.path.basename(item.source_path),
-        time=datetime.fromisoformat(item.capture_time),
-        lat=item.lat,
-        lon=item.lon,
-        heading=item.heading,
-        make=item.make,
-        model=item.model,
-        width=item.width,
-        height=item.height,
-        size=item.size,
-    )
 
 
 def sequence_id(shas: list[str]) -> str:
@@ -44,34 +33,101 @@ def sequence_id(shas: list[str]) -> str:
     return hashlib.sha256("\n".join(shas).encode()).hexdigest()[:32]
 
 
-def cut_batch(queue: Queue, batch_id: int, cfg: ProcessConfig, now: float) -> int:
-    """Cut the ingested images of closed batch ``batch_id`` into sequences; return how many."""
+def options_for(cfg: Config, watch: WatchConfig | None) -> ProcessOptions:
+    """The processing options of one watch folder (the defaults for an unknown one)."""
+    w = watch or WatchConfig(path=cfg.state.dir)
+    p = cfg.process
+    tracked = w.geotag_source != "exif"
+    geotag = GeotagOptions(
+        source=w.geotag_source,
+        source_path=w.geotag_source_path,
+        interpolation_offset_time=w.offset_time if tracked else 0.0,
+        use_gps_start_time=w.use_gps_start_time,
+        auto_offset=w.auto_offset,
+    )
+    sequence = SequenceOptions(
+        cutoff_time=p.cutoff_time,
+        cutoff_distance=p.cutoff_distance,
+        max_images=p.max_sequence_images,
+        duplicate_distance=p.duplicate_distance,
+        duplicate_angle=p.duplicate_angle,
+        interpolate_directions=p.interpolate_directions,
+        offset_angle=w.offset_angle,
+        max_speed_kmh=p.max_speed_kmh,
+        zigzag=p.zigzag_check,
+        privacy_zones=tuple(Zone(z.lat, z.lon, z.radius_m, z.name) for z in cfg.privacy_zones),
+    )
+    # The configured offset is the camera's clock error: with a track it moves the lookup
+    # (and so the capture time); with EXIF positions it moves only the capture time.
+    return ProcessOptions(geotag, sequence, offset_time=0.0 if tracked else w.offset_time)
+
+
+def facts_of(item: Item) -> ExifFacts:
+    return ExifFacts(
+        capture_time=datetime.fromisoformat(item.capture_time) if item.capture_time else None,
+        gps_time_used=False,
+        lat=item.lat,
+        lon=item.lon,
+        alt=item.alt,
+        heading=item.heading,
+        make=item.make,
+        model=item.model,
+        width=item.width,
+        height=item.height,
+        orientation=item.orientation if item.orientation is not None else 1,
+        camera_uuid=None,
+        exif_problem=None,
+    )
+
+
+def input_of(item: Item) -> Input:
+    name = os.path.basename(item.source_path)
+    photo = Photo(str(item.id), name, facts_of(item))
+    return Input(photo, os.path.dirname(item.source_path), name, item.size)
+
+
+def cut_batch(queue: Queue, batch_id: int, cfg: Config, now: float) -> int:
+    """Process the ingested images of closed batch ``batch_id``; return how many sequences."""
     items = queue.ingested_items(batch_id)
     if not items:
         return 0
+    watch = next((w for w in cfg.watches if str(w.path) == items[0].watch), None)
+    opts = options_for(cfg, watch)
+    track: Track | ItemError | None = None
+    g = opts.geotag
+    if g.source in ("gpx", "nmea") and g.source_path is not None:
+        try:
+            track = load_track(g.source, g.source_path)
+        except ItemError as exc:
+            track = exc
+    outcome = process([input_of(i) for i in items], opts, track=track)
     by_key = {str(i.id): i for i in items}
-    cuts = cut_sequences(
-        (shot_of(i) for i in items),
-        cutoff_time=cfg.cutoff_time,
-        cutoff_distance=cfg.cutoff_distance,
-        max_images=cfg.max_sequence_images,
-    )
     sequences = []
-    for shots in cuts:
-        # The cut may spread identical capture times and fill missing headings (as
-        # mapillary_tools does), so what is stored is the cut's view of each shot.
-        headings = derive_headings(shots)
-        members = [
-            (int(s.key), h, s.time.isoformat()) for s, h in zip(shots, headings, strict=True)
+    for seq in outcome.sequences:
+        placements = [
+            Placement(
+                item_id=int(f.key),
+                capture_time=f.shot.time.isoformat(),
+                lat=f.shot.lat,
+                lon=f.shot.lon,
+                alt=f.alt,
+                heading=f.shot.heading,
+            )
+            for f in seq
         ]
-        seq_id = sequence_id([by_key[s.key].sha256 for s in shots])
-        sequences.append((seq_id, members))
-    placed = {m[0] for _, ms in sequences for m in ms}
+        sequences.append((sequence_id([by_key[f.key].sha256 for f in seq]), placements))
     rejected = [
-        (i.id, Verdict(ItemState.REJECTED, "not_sequenced", "left out of every sequence"))
-        for i in items
-        if i.id not in placed
+        (int(key), Verdict(ItemState.REJECTED, r.reason, r.message))
+        for key, r in outcome.refused.items()
     ]
     queue.assign_sequences(batch_id, sequences, rejected, now)
-    log.info("batch_cut", batch=batch_id, images=len(placed), sequences=len(sequences))
+    for note in outcome.notes:
+        log.info("processing_note", batch=batch_id, note=note)
+    log.info(
+        "batch_processed",
+        batch=batch_id,
+        images=sum(len(s) for _, s in sequences),
+        sequences=len(sequences),
+        refused=len(rejected),
+    )
     return len(sequences)

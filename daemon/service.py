@@ -171,7 +171,7 @@ class Service:
         q.close_quiet_batches(self.now(), self.cfg.process.batch_quiet_seconds, busy)
         for batch_id in q.batches_to_cut():
             try:
-                cut_batch(q, batch_id, self.cfg.process, self.now())
+                cut_batch(q, batch_id, self.cfg, self.now())
                 self.wake.set()
             except Exception:
                 log.exception("batch_cut_failed", batch=batch_id)

@@ -91,11 +91,12 @@ class Item:
 
 @dataclass(frozen=True)
 class Metadata:
-    """What processing read from a file, stored on its item."""
+    """What was read from a file (at ingest: EXIF facts, any of which may be missing) or
+    decided for it (after processing: its final time and place)."""
 
-    capture_time: str
-    lat: float
-    lon: float
+    capture_time: str | None
+    lat: float | None
+    lon: float | None
     alt: float | None = None
     heading: float | None = None
     make: str | None = None
@@ -112,6 +113,18 @@ class Verdict:
     state: ItemState
     reason: str
     detail: str
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where processing put one image of a sequence: its final time, place and heading."""
+
+    item_id: int
+    capture_time: str
+    lat: float
+    lon: float
+    alt: float | None
+    heading: float | None
 
 
 @dataclass(frozen=True)
@@ -266,14 +279,13 @@ class Queue:
     def assign_sequences(
         self,
         batch_id: int,
-        sequences: Sequence[tuple[str, Sequence[tuple[int, float | None, str]]]],
+        sequences: Sequence[tuple[str, Sequence[Placement]]],
         rejected: Sequence[tuple[int, Verdict]],
         now: float,
     ) -> None:
         """Store the cut of a batch in one transaction.
 
-        ``sequences`` holds (sequence id, [(item id, heading, capture time)…] in order);
-        ``rejected`` the items
+        ``sequences`` holds (sequence id, [placement…] in order); ``rejected`` the items
         processing turned down. Sequence ids are derived from content, so repeating a cut after a
         crash writes the same rows.
         """
@@ -287,23 +299,27 @@ class Queue:
                         batch_id,
                         SequenceState.UPLOADING,
                         len(members),
-                        members[0][2],
+                        members[0].capture_time,
                         now,
                         now,
                     ),
                 )
-                for index, (item_id, heading, capture_time) in enumerate(members):
+                for index, p in enumerate(members):
                     c.execute(
-                        "UPDATE items SET state = ?, sequence_id = ?, seq_index = ?, heading = ?,"
-                        " capture_time = ?, updated_at = ? WHERE id = ? AND state = ?",
+                        "UPDATE items SET state = ?, sequence_id = ?, seq_index = ?,"
+                        " capture_time = ?, lat = ?, lon = ?, alt = ?, heading = ?,"
+                        " updated_at = ? WHERE id = ? AND state = ?",
                         (
                             ItemState.QUEUED,
                             seq_id,
                             index,
-                            heading,
-                            capture_time,
+                            p.capture_time,
+                            p.lat,
+                            p.lon,
+                            p.alt,
+                            p.heading,
                             now,
-                            item_id,
+                            p.item_id,
                             ItemState.INGESTED,
                         ),
                     )
@@ -320,6 +336,76 @@ class Queue:
                         ItemState.INGESTED,
                     ),
                 )
+
+    def enqueue_sequence(
+        self, seq_id: str, watch: str, files: Sequence[tuple[NewFile, Metadata]], now: float
+    ) -> int:
+        """Queue an already-processed sequence in one transaction (``process-and-upload``).
+
+        Files whose content is already known only gain an occurrence; the sequence holds the
+        others, in order. Return how many images were queued (0: nothing new, no sequence).
+        """
+        with db.write(self.conn) as c:
+            fresh = []
+            for f, meta in files:
+                existing = c.execute(
+                    "SELECT id FROM items WHERE sha256 = ?", (f.sha256,)
+                ).fetchone()
+                if existing is not None:
+                    self._occurrence(f, existing["id"], now)
+                else:
+                    fresh.append((f, meta))
+            if not fresh:
+                return 0
+            cur = c.execute(
+                "INSERT INTO batches (watch, opened_at, last_added_at, closed_at)"
+                " VALUES (?, ?, ?, ?)",
+                (watch, now, now, now),
+            )
+            batch_id = cur.lastrowid
+            c.execute(
+                "INSERT OR IGNORE INTO sequences (id, batch_id, state, image_count,"
+                " first_capture, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    seq_id,
+                    batch_id,
+                    SequenceState.UPLOADING,
+                    len(fresh),
+                    fresh[0][1].capture_time,
+                    now,
+                    now,
+                ),
+            )
+            for index, (f, meta) in enumerate(fresh):
+                values: dict[str, Any] = {
+                    "sha256": f.sha256,
+                    "kind": f.kind,
+                    "size": f.size,
+                    "source_path": f.source_path,
+                    "data_path": f.data_path,
+                    "watch": f.watch,
+                    "batch_id": batch_id,
+                    "state": ItemState.QUEUED,
+                    "sequence_id": seq_id,
+                    "seq_index": index,
+                    "created_at": now,
+                    "updated_at": now,
+                    **vars(meta),
+                }
+                cols, marks = ", ".join(values), ", ".join("?" for _ in values)
+                item = c.execute(
+                    f"INSERT INTO items ({cols}) VALUES ({marks})", tuple(values.values())
+                ).lastrowid
+                assert item is not None
+                self._occurrence(f, item, now)
+            return len(fresh)
+
+    def sequence_states(self, seq_ids: Sequence[str]) -> dict[str, str]:
+        marks = ", ".join("?" for _ in seq_ids)
+        rows = self.conn.execute(
+            f"SELECT id, state FROM sequences WHERE id IN ({marks})", tuple(seq_ids)
+        ).fetchall()
+        return {r["id"]: r["state"] for r in rows}
 
     # --- uploading images -----------------------------------------------------------------
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from daemon.sandbox import Sandbox
+from daemon.sandbox.app import Request
+from daemon.sandbox.replies import Reply
 
 TOKEN = "e2e-user-token-5f3a9c"
 
@@ -137,3 +139,16 @@ def strip_exif(data: bytes) -> bytes:
             out += segment
         i += 2 + length
     return bytes(out)
+
+
+class SlowUploads:
+    """A sandbox fault hook that makes every upload POST take ``seconds`` longer: a slow
+    uplink, so that a test's kills can land while uploads are in flight."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def before(self, request: Request) -> Reply | None:
+        if request.route == "POST /upload/{session_key}":
+            time.sleep(self.seconds)
+        return None

@@ -28,7 +28,15 @@ import pytest
 from daemon import synth
 from daemon.sandbox import Sandbox
 from tests.conftest import CORPUS, MT_PYTHON
-from tests.e2e.harness import TOKEN, Daemon, daemon_env, strip_exif, wait_until, write_config
+from tests.e2e.harness import (
+    TOKEN,
+    Daemon,
+    SlowUploads,
+    daemon_env,
+    strip_exif,
+    wait_until,
+    write_config,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.mapillary_tools]
 
@@ -120,7 +128,7 @@ def test_card_to_clusters_through_kills_and_duplicates(tmp_path: Path) -> None:
     card, second = tmp_path / "card", tmp_path / "second"
     card.mkdir()
     second.mkdir()
-    with Sandbox(tmp_path / "sandbox", TOKEN) as sandbox:
+    with Sandbox(tmp_path / "sandbox", TOKEN, faults=SlowUploads(0.15)) as sandbox:
         config = write_config(tmp_path, [card, second])
         daemon = Daemon(config, daemon_env(sandbox), tmp_path / "daemon.log")
         daemon.start()

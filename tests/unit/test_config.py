@@ -24,6 +24,8 @@ def test_example_config_parses_and_documents_every_key() -> None:
     assert cfg.watches[0].ingest == "copy" and cfg.watches[1].ingest == "in_place"
     assert cfg.watches[0].time_zone == "Europe/Ljubljana"
     assert cfg.mapillary.graph_endpoint == DEFAULT_GRAPH_ENDPOINT
+    assert cfg.watches[0].geotag_source_path == Path("/media/pi/DASHCAM/GPS")
+    assert cfg.privacy_zones[0].name == "home"
     # Every dataclass field has a key in the example (except values that only come from env).
     text = EXAMPLE.read_text()
     for section in (
@@ -34,9 +36,10 @@ def test_example_config_parses_and_documents_every_key() -> None:
         cfg.process,
         cfg.upload,
         cfg.log,
+        cfg.privacy_zones[0],
     ):
         for name in section.__dataclass_fields__:
-            if name == "token_from_env":
+            if name in ("token_from_env", "auto_offset"):  # from env / offset_time = "auto"
                 continue
             assert f"\n{name} = " in text, f"config.example.toml does not document {name}"
 
@@ -139,3 +142,32 @@ def test_missing_default_file_means_defaults_but_explicit_missing_file_is_an_err
     assert cfg.source == "<defaults>" and cfg.watches == ()
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "none.toml", env={})
+
+
+def test_track_sources_and_privacy_zones_are_checked(tmp_path: Path) -> None:
+    data = {
+        "watch": [
+            {"path": "/a", "geotag_source": "gpx"},
+            {"path": "/b", "offset_time": "auto"},
+            {
+                "path": "/c",
+                "geotag_source": "nmea",
+                "geotag_source_path": "log",
+                "offset_time": "auto",
+            },
+            {"path": "/d", "offset_time": "soon"},
+        ],
+        "privacy_zone": [{"lat": 95, "lon": 1}],
+    }
+    with pytest.raises(ConfigError) as err:
+        build_config(data, source="t", env={}, base_dir=tmp_path)
+    problems = err.value.problems
+    for prefix in [
+        "watch[0].geotag_source_path: required with geotag_source = 'gpx'",
+        'watch[1].offset_time: "auto" needs a track',
+        'watch[3].offset_time: expected a number of seconds or "auto"',
+        "privacy_zone[0].radius_m: required",
+        "privacy_zone[0].lat: must be in [-90, 90]",
+    ]:
+        assert any(p.startswith(prefix) for p in problems), (prefix, problems)
+    assert not any(p.startswith("watch[2]") for p in problems)

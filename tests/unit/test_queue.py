@@ -9,7 +9,15 @@ import pytest
 
 from daemon.errors import StateError
 from daemon.store import db
-from daemon.store.queue import ItemState, Metadata, NewFile, Queue, SequenceState, Verdict
+from daemon.store.queue import (
+    ItemState,
+    Metadata,
+    NewFile,
+    Placement,
+    Queue,
+    SequenceState,
+    Verdict,
+)
 
 
 @pytest.fixture
@@ -30,6 +38,10 @@ def new_file(n: int, sha: str | None = None, watch: str = "/card") -> NewFile:
 
 
 META = Metadata(capture_time="2026-06-01T09:00:00+00:00", lat=46.0, lon=14.5)
+
+
+def _placed(item_id: int) -> Placement:
+    return Placement(item_id, "2026-06-01T09:00:00+00:00", 46.0, 14.5, None, 90.0)
 
 
 def test_database_uses_wal_full_sync_and_records_its_schema_version(tmp_path: Path) -> None:
@@ -95,15 +107,13 @@ def _sequence_of_three(queue: Queue) -> list[int]:
     ids = [queue.record_file(new_file(n), META, now=n)[0].id for n in range(3)]
     queue.close_quiet_batches(now=100, quiet_seconds=10, busy=[])
     [batch] = queue.batches_to_cut()
-    queue.assign_sequences(
-        batch, [("seq-a", [(i, 90.0, META.capture_time) for i in ids])], [], now=100
-    )
+    queue.assign_sequences(batch, [("seq-a", [_placed(i) for i in ids])], [], now=100)
     return ids
 
 
 def test_assigning_sequences_is_idempotent(queue: Queue) -> None:
     ids = _sequence_of_three(queue)
-    queue.assign_sequences(1, [("seq-a", [(i, 90.0, META.capture_time) for i in ids])], [], now=101)
+    queue.assign_sequences(1, [("seq-a", [_placed(i) for i in ids])], [], now=101)
     assert queue.sequence_counts() == {"uploading": 1}
     assert queue.counts() == {"queued": 3}
     assert queue.batches_to_cut() == []

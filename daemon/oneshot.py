@@ -1,0 +1,452 @@
+"""``mapillaryd process`` and ``process-and-upload``: for people who are not running the daemon.
+
+``process`` reads the images under the given paths, runs the same processing as the daemon
+(:func:`daemon.processing.process`) and writes a description file in mapillary_tools' format,
+so ``mapillary_tools upload --desc_path`` accepts it. ``process-and-upload`` records the
+processed images in the daemon's queue (same identity by content, so nothing already uploaded
+goes again) and uploads them with the daemon's uploaders, then exits.
+
+Reading is the slow part (every JPEG is read and parsed); it runs in a process pool when there
+are enough files to pay for one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
+from pathlib import Path
+from typing import Any, TextIO
+
+from daemon import logsetup
+from daemon.clock import SYSTEM_CLOCK
+from daemon.config import Config
+from daemon.credentials import TokenSource
+from daemon.describe import description_file, error_description, image_description
+from daemon.errors import ItemError
+from daemon.geo.track import Track
+from daemon.geotag import Photo, Refused, load_track
+from daemon.media.csvtrack import CsvRow, read_csv_geotags
+from daemon.media.exif import ImageMetadata, read_exif_facts
+from daemon.media.jpeg import check_jpeg
+from daemon.media.writeback import Geotags, Overwrite, with_geotags, write_atomically
+from daemon.process import sequence_id
+from daemon.process_args import CsvSpec, ProcessRequest
+from daemon.processing import Final, Input, Outcome, ProcessOptions, process
+from daemon.retry import Policy
+from daemon.store.queue import Metadata, NewFile, Queue
+from daemon.upload import HOLD_KEY, Endpoints, Uploader, Upstream
+from daemon.watch import IMAGE_EXTENSIONS
+
+#: Below this many files a process pool costs more than it saves.
+POOL_THRESHOLD = 64
+DEFAULT_DESC_NAME = "mapillary_image_description.json"
+#: The queue's "watch folder" for images recorded by process-and-upload.
+ONESHOT_WATCH = "process-and-upload"
+
+
+def find_images(paths: Iterable[Path], *, skip_subfolders: bool = False) -> list[Path]:
+    """Image files under ``paths`` as mapillary_tools finds them: hidden files and folders
+    skipped, each file once, in path order."""
+    found: dict[Path, None] = {}
+    for root in paths:
+        if root.is_file():
+            if root.suffix.lower() in IMAGE_EXTENSIONS:
+                found[root.resolve()] = None
+            continue
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = [] if skip_subfolders else sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if (
+                    not name.startswith(".")
+                    and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+                ):
+                    found[Path(folder, name).resolve()] = None
+    return list(found)
+
+
+def read_input(path: Path, tz: tzinfo, with_hash: bool = False) -> tuple[Input, str | None]:
+    """Read one image into an :class:`Input` (and its SHA-256 if asked). Never raises for bad
+    files: their problem travels in ``photo.problem``."""
+    key = str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        err = ItemError(f"{path.name}: cannot read: {exc.strerror}", reason="unreadable")
+        return Input(Photo(key, path.name, None, err), str(path.parent), path.name, 0), None
+    sha = hashlib.sha256(data).hexdigest() if with_hash else None
+    try:
+        check_jpeg(data, path.name)
+        facts = read_exif_facts(data, path.name, default_tz=tz)
+    except ItemError as exc:
+        return Input(Photo(key, path.name, None, exc), str(path.parent), path.name, len(data)), sha
+    return Input(Photo(key, path.name, facts), str(path.parent), path.name, len(data)), sha
+
+
+def _read_one(args: tuple[Path, tzinfo, bool]) -> tuple[Input, str | None]:
+    return read_input(*args)
+
+
+def read_inputs(
+    paths: Sequence[Path],
+    tz: tzinfo,
+    *,
+    with_hash: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[tuple[Input, str | None]]:
+    """Read every path (in a process pool for many files), in the order given."""
+    jobs = [(p, tz, with_hash) for p in paths]
+    out: list[tuple[Input, str | None]] = []
+    workers = os.cpu_count() or 1
+    if len(jobs) >= POOL_THRESHOLD and workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for result in pool.map(_read_one, jobs, chunksize=16):
+                out.append(result)
+                if progress:
+                    progress(len(out), len(jobs))
+    else:
+        for job in jobs:
+            out.append(_read_one(job))
+            if progress:
+                progress(len(out), len(jobs))
+    return out
+
+
+@dataclass
+class Report:
+    """What processing found: the description entries and the per-file verdicts."""
+
+    inputs: list[Input]
+    outcome: Outcome
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+    def counts(self) -> Counter[str]:
+        c: Counter[str] = Counter()
+        c["ready"] = sum(len(s) for s in self.outcome.sequences)
+        for r in self.outcome.refused.values():
+            c[r.reason] += 1
+        return c
+
+
+def final_metadata(f: Final) -> ImageMetadata:
+    s = f.shot
+    return ImageMetadata(
+        capture_time=s.time,
+        lat=s.lat,
+        lon=s.lon,
+        alt=f.alt,
+        heading=s.heading,
+        make=s.make,
+        model=s.model,
+        width=s.width,
+        height=s.height,
+        orientation=f.orientation,
+        gps_time_used=False,
+        camera_uuid=s.camera_uuid,
+    )
+
+
+def describe_outcome(inputs: Sequence[Input], outcome: Outcome) -> list[dict[str, Any]]:
+    """Description entries: accepted images in sequence order (sequence ids "0", "1", … as
+    mapillary_tools assigns them), then one error entry per refused image."""
+    by_key = {i.photo.key: i for i in inputs}
+    entries: list[dict[str, Any]] = []
+    for n, seq in enumerate(outcome.sequences):
+        for f in seq:
+            i = by_key[f.key]
+            entries.append(
+                image_description(
+                    final_metadata(f),
+                    filename=i.photo.key,
+                    md5sum=None,
+                    filesize=i.size,
+                    sequence_id=str(n),
+                )
+            )
+    for key in sorted(outcome.refused):
+        r: Refused = outcome.refused[key]
+        entries.append(error_description(key, r.reason, r.message, extra=r.extra or None))
+    return entries
+
+
+def run_process(
+    paths: Sequence[Path],
+    opts: ProcessOptions,
+    tz: tzinfo,
+    *,
+    skip_subfolders: bool = False,
+    with_hash: bool = False,
+    csv: CsvSpec | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Report, dict[str, str]]:
+    """Find, read and process the images under ``paths``; return the report and, when asked,
+    each image's SHA-256 by key."""
+    images = find_images(paths, skip_subfolders=skip_subfolders)
+    read = read_inputs(images, tz, with_hash=with_hash, progress=progress)
+    inputs = [i for i, _ in read]
+    hashes = {i.photo.key: sha for i, sha in read if sha}
+    g = opts.geotag
+    track: Track | ItemError | None = None
+    rows: list[CsvRow] | ItemError | None = None
+    if g.source in ("gpx", "nmea") and g.source_path is not None:
+        try:
+            track = load_track(g.source, g.source_path)
+        except ItemError as exc:
+            track = exc
+    if csv is not None:
+        try:
+            rows = read_csv_geotags(
+                csv.path,
+                filename_column=csv.filename_column,
+                timestamp_column=csv.timestamp_column,
+                latitude_column=csv.latitude_column,
+                longitude_column=csv.longitude_column,
+                heading_column=csv.heading_column,
+                altitude_column=csv.altitude_column,
+                time_format=csv.time_format,
+                tz=tz,
+            )
+        except ItemError as exc:
+            rows = exc
+    outcome = process(inputs, opts, track=track, csv_rows=rows)
+    return Report(inputs, outcome, describe_outcome(inputs, outcome)), hashes
+
+
+def default_desc_path(paths: Sequence[Path]) -> str:
+    """mapillary_tools' default: inside the one import folder, else standard output."""
+    if len(paths) == 1 and paths[0].is_dir():
+        return str(paths[0] / DEFAULT_DESC_NAME)
+    return "-"
+
+
+def write_descriptions(entries: list[dict[str, Any]], desc_path: str, out: TextIO) -> None:
+    data = description_file(entries)
+    if desc_path == "-":
+        out.write(data.decode("utf-8") + "\n")
+    else:
+        write_atomically(Path(desc_path), data)
+
+
+def write_copies(report: Report, which: Overwrite, copies_dir: Path, roots: Sequence[Path]) -> int:
+    """Write each accepted image, with its processed geotags in EXIF, under ``copies_dir``
+    (the originals are never touched); return how many were written."""
+    by_key = {i.photo.key: i for i in report.inputs}
+    n = 0
+    for seq in report.outcome.sequences:
+        for f in seq:
+            src = Path(by_key[f.key].photo.key)
+            dest = copies_dir / _relative(src, roots)
+            tags = Geotags(
+                f.shot.time, f.shot.lat, f.shot.lon, f.alt, f.shot.heading, f.orientation
+            )
+            write_atomically(dest, with_geotags(src.read_bytes(), src.name, tags, which))
+            n += 1
+    return n
+
+
+def _relative(path: Path, roots: Sequence[Path]) -> Path:
+    for root in roots:
+        root = root.resolve()
+        if root.is_dir() and path.is_relative_to(root):
+            return path.relative_to(root)
+    return Path(path.name)
+
+
+def print_summary(report: Report, out: TextIO = sys.stderr, *, verbose: bool = False) -> None:
+    """mapillary_tools-style process summary, then one line per image not accepted."""
+    counts = report.counts()
+    total = len(report.inputs)
+    print("==> Process summary", file=out)
+    print(f"{total} image(s) read in total", file=out)
+    print(f"\t{counts.pop('ready', 0)} ready", file=out)
+    for reason, n in sorted(counts.items()):
+        print(f"\t{n} {reason}", file=out)
+    for note in report.outcome.notes:
+        print(f"note: {note}", file=out)
+    refused = sorted(report.outcome.refused.items())
+    shown = refused if verbose else refused[:50]
+    for key, r in shown:
+        print(f"  {r.reason:<18} {key}\n  {'':<18} {r.message}", file=out)
+    if len(refused) > len(shown):
+        print(f"  … and {len(refused) - len(shown)} more (--verbose lists all)", file=out)
+
+
+class Progress:
+    """A one-line progress bar on a terminal; silent otherwise."""
+
+    def __init__(self, label: str, out: TextIO = sys.stderr) -> None:
+        self.label, self.out = label, out
+        self.enabled = out.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or (done != total and done % 10):
+            return
+        width = 30
+        filled = width * done // max(total, 1)
+        bar = "#" * filled + "-" * (width - filled)
+        end = "\n" if done == total else ""
+        self.out.write(f"\r{self.label} [{bar}] {done}/{total}{end}")
+        self.out.flush()
+
+
+def cmd_process(req: ProcessRequest, out: TextIO = sys.stdout) -> Report:
+    """``mapillaryd process``: process, write the description file (and copies), summarise."""
+    report, _ = run_process(
+        req.paths,
+        req.options,
+        req.time_zone,
+        skip_subfolders=req.skip_subfolders,
+        csv=req.csv,
+        progress=Progress("reading"),
+    )
+    desc_path = req.desc_path or default_desc_path(req.paths)
+    write_descriptions(report.entries, desc_path, out)
+    if desc_path != "-":
+        print(f"description file: {desc_path}", file=sys.stderr)
+    if req.overwrite.any():
+        copies = req.copies_dir or _default_copies_dir(req.paths)
+        n = write_copies(report, req.overwrite, copies, req.paths)
+        print(f"{n} geotagged copies written under {copies} (originals untouched)", file=sys.stderr)
+    print_summary(report, verbose=req.verbose)
+    return report
+
+
+def _default_copies_dir(paths: Sequence[Path]) -> Path:
+    first = paths[0] if paths[0].is_dir() else paths[0].parent
+    return first / ".mapillary" / "process_images"
+
+
+def queue_report(q: Queue, report: Report, hashes: dict[str, str], now: float) -> list[str]:
+    """Record the report's sequences in the queue; return the ids of those with new images."""
+    by_key = {i.photo.key: i for i in report.inputs}
+    seq_ids = []
+    for seq in report.outcome.sequences:
+        files = []
+        for f in seq:
+            i, s = by_key[f.key], f.shot
+            meta = Metadata(
+                capture_time=s.time.astimezone(UTC).isoformat(),
+                lat=s.lat,
+                lon=s.lon,
+                alt=f.alt,
+                heading=s.heading,
+                make=s.make,
+                model=s.model,
+                width=s.width,
+                height=s.height,
+                orientation=f.orientation,
+            )
+            new = NewFile(
+                watch=ONESHOT_WATCH,
+                source_path=f.key,
+                size=i.size,
+                mtime_ns=os.stat(f.key).st_mtime_ns,
+                sha256=hashes[f.key],
+                kind="image",
+                data_path=f.key,
+            )
+            files.append((new, meta))
+        seq_id = sequence_id([hashes[f.key] for f in seq])
+        if q.enqueue_sequence(seq_id, ONESHOT_WATCH, files, now):
+            seq_ids.append(seq_id)
+    return seq_ids
+
+
+def cmd_process_and_upload(cfg: Config, req: ProcessRequest) -> int:
+    """``mapillaryd process-and-upload``: process, queue, upload until done, then exit.
+
+    Exit 0 when every new sequence is on Mapillary, 1 if the server refused some, 4 when
+    uploads are held (token missing or rejected).
+    """
+    report, hashes = run_process(
+        req.paths,
+        req.options,
+        req.time_zone,
+        skip_subfolders=req.skip_subfolders,
+        with_hash=True,
+        csv=req.csv,
+        progress=Progress("reading"),
+    )
+    print_summary(report, verbose=req.verbose)
+    q = Queue.open(cfg.state.database)
+    try:
+        seq_ids = queue_report(q, report, hashes, time.time())
+        if not seq_ids:
+            print("nothing new to upload: every accepted image is already known", file=sys.stderr)
+            return 0
+        return _upload_until_done(cfg, q, seq_ids)
+    finally:
+        q.close()
+
+
+def _upload_until_done(cfg: Config, q: Queue, seq_ids: list[str]) -> int:
+    tokens = TokenSource(cfg.mapillary)
+    logsetup.REDACTOR.add(tokens.current())
+    upstream = Upstream(SYSTEM_CLOCK, tokens)
+    upstream.load_hold(q)
+    up, m = cfg.upload, cfg.mapillary
+    policy = Policy(up.retry_base_seconds, up.retry_cap_seconds, up.max_retry_after_seconds)
+    endpoints = Endpoints(
+        m.upload_endpoint, m.graph_endpoint, m.organization_id, up.timeout_seconds
+    )
+    stop, wake = threading.Event(), threading.Event()
+    owner = f"oneshot-{os.getpid()}"
+    q.release_stale(owner, time.time())
+
+    def work(images: bool, sequences: bool) -> None:
+        conn = Queue.open(cfg.state.database)
+        worker = Uploader(conn, endpoints, upstream, SYSTEM_CLOCK, policy, owner, stop, wake=wake)
+        try:
+            worker.run(images=images, sequences=sequences)
+        finally:
+            conn.close()
+
+    threads = [
+        threading.Thread(target=work, args=(True, False), daemon=True)
+        for _ in range(up.max_parallel_uploads)
+    ] + [threading.Thread(target=work, args=(False, True), daemon=True)]
+    for t in threads:
+        t.start()
+    total = len(seq_ids)
+    progress = Progress("uploading sequences")
+    try:
+        while True:
+            states = q.sequence_states(seq_ids)
+            finished = [s for s in states.values() if s in ("done", "failed")]
+            progress(len(finished), total)
+            if len(finished) == total:
+                break
+            hold = q.get_meta(HOLD_KEY)
+            if hold:
+                print(f"uploads held: {json.loads(hold)['detail']}", file=sys.stderr)
+                return 4
+            time.sleep(0.25)
+    finally:
+        stop.set()
+        wake.set()
+        for t in threads:
+            t.join(timeout=30)
+    states = q.sequence_states(seq_ids)
+    failed = [s for s, state in states.items() if state == "failed"]
+    done = total - len(failed)
+    print(f"{done} sequence(s) uploaded, {len(failed)} failed", file=sys.stderr)
+    for rep in report_clusters(q, seq_ids):
+        print(f"  cluster {rep}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def report_clusters(q: Queue, seq_ids: list[str]) -> list[str]:
+    wanted = set(seq_ids)
+    return [
+        f"{s.cluster_id} ({s.image_count} images)"
+        for s in q.sequences()
+        if s.id in wanted and s.cluster_id
+    ]
