@@ -1,7 +1,7 @@
 """The ``mapillaryd`` command. The only place that calls ``sys.exit`` or maps errors to exit codes.
 
-Exit codes: 0 success, 1 failure of a one-shot job, 2 configuration problems, 3 unusable state
-directory, 130 interrupted.
+Exit codes: 0 success, 1 failure of a one-shot job, 2 configuration or argument problems,
+3 unusable state directory, 4 uploads held (token missing or rejected), 130 interrupted.
 """
 
 from __future__ import annotations
