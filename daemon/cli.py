@@ -105,7 +105,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         cmd_process(request_from(args))
         return 0
     if args.command in ("process-and-upload", "process_and_upload"):
-        from daemon.oneshot import cmd_process_and_upload
+        from daemon.oneshot_upload import cmd_process_and_upload
 
         return cmd_process_and_upload(load_config(args.config), request_from(args))
     if args.command == "sandbox":
