@@ -141,20 +141,11 @@ def cmd_run(cfg: Config) -> int:
 
 
 def cmd_status(cfg: Config, *, as_json: bool) -> int:
-    from daemon.status import render, report
+    from daemon.status import empty_report, render, report
     from daemon.store.queue import Queue
 
     if not cfg.state.database.exists():
-        rep = {
-            "items": {},
-            "total": 0,
-            "files_seen": 0,
-            "sequences": {},
-            "clusters": [],
-            "hold": None,
-            "not_uploaded": [],
-            "note": "no queue yet: the daemon never ran",
-        }
+        rep = empty_report("no queue yet: the daemon never ran")
     else:
         q = Queue.open(cfg.state.database)
         try:

@@ -120,7 +120,7 @@ def cut_batch(queue: Queue, batch_id: int, cfg: Config, now: float) -> int:
         (int(key), Verdict(ItemState.REJECTED, r.reason, r.message))
         for key, r in outcome.refused.items()
     ]
-    queue.assign_sequences(batch_id, sequences, rejected, now)
+    queue.assign_sequences(batch_id, sequences, rejected, now, outcome.notes)
     for note in outcome.notes:
         log.info("processing_note", batch=batch_id, note=note)
     log.info(

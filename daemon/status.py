@@ -33,6 +33,7 @@ def report(queue: Queue, *, limit: int | None = None) -> dict[str, Any]:
             if s.cluster_id
         ],
         "hold": json.loads(hold_raw) if hold_raw else None,
+        "processing_notes": queue.batch_notes(),
         "not_uploaded": [
             {
                 "path": i.source_path,
@@ -44,6 +45,21 @@ def report(queue: Queue, *, limit: int | None = None) -> dict[str, Any]:
             }
             for i in items
         ],
+    }
+
+
+def empty_report(note: str) -> dict[str, Any]:
+    """The report of a queue that does not exist yet (without creating it)."""
+    return {
+        "items": dict.fromkeys(STATE_ORDER, 0),
+        "total": 0,
+        "files_seen": 0,
+        "sequences": {},
+        "clusters": [],
+        "hold": None,
+        "processing_notes": [],
+        "not_uploaded": [],
+        "note": note,
     }
 
 
@@ -73,6 +89,13 @@ def render(rep: dict[str, Any], *, max_rows: int = 30) -> str:
     if seqs:
         lines.append("")
         lines.append("sequences: " + ", ".join(f"{n} {s}" for s, n in sorted(seqs.items())))
+    notes = rep.get("processing_notes") or []
+    if notes:
+        lines.append("")
+        lines.append("processing notes (recent batches):")
+        for n in notes[:5]:
+            for text in n["notes"]:
+                lines.append(f"  batch {n['batch']} ({n['watch']}): {text}")
     problems = [
         r
         for r in rep["not_uploaded"]

@@ -101,6 +101,10 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    # 2: what processing said about a batch (clock offset applied or refused, track notes).
+    """
+    ALTER TABLE batches ADD COLUMN notes TEXT
+    """,
 )
 
 

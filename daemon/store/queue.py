@@ -20,6 +20,7 @@ Rows are never deleted on dequeue; claiming sets ``lease_owner`` to the boot id,
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -282,14 +283,19 @@ class Queue:
         sequences: Sequence[tuple[str, Sequence[Placement]]],
         rejected: Sequence[tuple[int, Verdict]],
         now: float,
+        notes: Sequence[str] = (),
     ) -> None:
-        """Store the cut of a batch in one transaction.
+        """Store the cut of a batch (and what processing noted about it) in one transaction.
 
         ``sequences`` holds (sequence id, [placement…] in order); ``rejected`` the items
         processing turned down. Sequence ids are derived from content, so repeating a cut after a
         crash writes the same rows.
         """
         with db.write(self.conn) as c:
+            if notes:
+                c.execute(
+                    "UPDATE batches SET notes = ? WHERE id = ?", (json.dumps(list(notes)), batch_id)
+                )
             for seq_id, members in sequences:
                 c.execute(
                     "INSERT OR IGNORE INTO sequences (id, batch_id, state, image_count,"
@@ -659,6 +665,17 @@ class Queue:
             sql += " LIMIT ?"
             params += (limit,)
         return [Item.from_row(r) for r in self.conn.execute(sql, params).fetchall()]
+
+    def batch_notes(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The most recent batches' processing notes (newest first)."""
+        rows = self.conn.execute(
+            "SELECT id, watch, closed_at, notes FROM batches WHERE notes IS NOT NULL"
+            " ORDER BY id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [
+            {"batch": r["id"], "watch": r["watch"], "notes": json.loads(r["notes"])} for r in rows
+        ]
 
     def occurrence_count(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM occurrences").fetchone()[0])

@@ -167,3 +167,29 @@ def test_meta_holds_round_trip(queue: Queue) -> None:
     assert queue.get_meta("hold") == '{"reason": "auth"}'
     queue.set_meta("hold", None)
     assert queue.get_meta("hold") is None
+
+
+def test_processing_notes_are_kept_per_batch_newest_first(queue: Queue) -> None:
+    ids = [queue.record_file(new_file(n), META, now=n)[0].id for n in range(2)]
+    queue.close_quiet_batches(now=100, quiet_seconds=10, busy=[])
+    queue.assign_sequences(1, [("s", [_placed(i) for i in ids])], [], 100, ["offset +1 h applied"])
+    queue.record_file(new_file(9), META, now=200)
+    queue.close_quiet_batches(now=300, quiet_seconds=10, busy=[])
+    queue.assign_sequences(2, [], [], 300, ["no track: refused"])
+    notes = queue.batch_notes()
+    assert [n["notes"] for n in notes] == [["no track: refused"], ["offset +1 h applied"]]
+
+
+def test_an_old_database_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "q.sqlite3"
+    conn = sqlite3.connect(path)
+    for statement in db.MIGRATIONS[0].split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("INSERT INTO batches (watch, opened_at, last_added_at) VALUES ('/c', 1, 1)")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    q = Queue.open(path)
+    assert q.conn.execute("PRAGMA user_version").fetchone()[0] == len(db.MIGRATIONS)
+    assert q.conn.execute("SELECT watch, notes FROM batches").fetchone()[:] == ("/c", None)
