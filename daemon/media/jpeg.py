@@ -16,6 +16,7 @@ part of the structure (everything up to the first scan) is malformed.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
@@ -35,6 +36,9 @@ _EOI = 0xD9
 _SOI = 0xD8
 #: Markers that stand alone, without a length: TEM and the restart markers RST0..RST7.
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+#: An FF that may start a marker inside entropy-coded data: not followed by a stuffed 00 or a
+#: standalone marker byte (an FF that is, or that ends the data, can never start one).
+_MARKER_CANDIDATE = re.compile(rb"\xff[^\x00\x01\xd0-\xd7]")
 #: Start-of-frame markers (baseline, progressive, lossless, arithmetic…); not DHT/JPG/DAC.
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
@@ -130,10 +134,13 @@ def check_jpeg(data: bytes, name: str) -> None:
     pos = segments[-1].end
     size = len(data)
     while True:
-        # Entropy-coded data: skip to the next FF that starts a real marker.
-        ff = data.find(b"\xff", pos)
-        if ff < 0:
+        # Entropy-coded data: skip to the next FF that starts a real marker. Nearly every FF
+        # there is a stuffed FF 00 (one per ~100 bytes of a photo's scan data): the regular
+        # expression steps over those, and over restart markers, in C.
+        found = _MARKER_CANDIDATE.search(data, pos)
+        if found is None:
             raise CorruptMediaError(f"{name}: truncated: no end-of-image marker")
+        ff = found.start()
         nxt = ff + 1
         while nxt < size and data[nxt] == 0xFF:
             nxt += 1
