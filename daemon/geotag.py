@@ -189,7 +189,7 @@ def _from_csv(
     try:
         match = match_csv_rows(rows, [p.name for p in photos])
     except ItemError as exc:
-        return {p.key: Refused(exc.reason, str(exc)) for p in photos}
+        return {p.key: Refused(exc.reason, f"{p.name}: {exc}") for p in photos}
     out: dict[str, Placed | Refused] = {}
     for p in photos:
         row = match.matched.get(p.name)
