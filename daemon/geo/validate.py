@@ -112,7 +112,7 @@ def check_null_island(seq: Sequence[F]) -> tuple[list[F], list[Rejection]]:
     rejected: list[Rejection] = []
     for fix in seq:
         if fix.lat == 0 and fix.lon == 0:
-            message = "GPS position is (0, 0) (null island): the receiver had no fix"
+            message = f"{fix.filename}: GPS at (0, 0) (null island): the receiver had no fix"
             rejected.append(Rejection(fix.key, NULL_ISLAND, message))
         else:
             kept.append(fix)
