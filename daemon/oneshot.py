@@ -29,7 +29,6 @@ from daemon.geo.track import Track
 from daemon.geotag import Photo, Refused, load_track
 from daemon.media.csvtrack import CsvRow, read_csv_geotags
 from daemon.media.exif import ImageMetadata, read_exif_facts
-from daemon.media.jpeg import check_jpeg
 from daemon.media.writeback import Geotags, Overwrite, with_geotags, write_atomically
 from daemon.process_args import CsvSpec, ProcessRequest
 from daemon.processing import Final, Input, Outcome, ProcessOptions, process
@@ -71,8 +70,7 @@ def read_input(path: Path, tz: tzinfo, with_hash: bool = False) -> tuple[Input, 
         return Input(Photo(key, path.name, None, err), str(path.parent), path.name, 0), None
     sha = hashlib.sha256(data).hexdigest() if with_hash else None
     try:
-        check_jpeg(data, path.name)
-        facts = read_exif_facts(data, path.name, default_tz=tz)
+        facts = read_exif_facts(data, path.name, default_tz=tz)  # checks the whole JPEG first
     except ItemError as exc:
         return Input(Photo(key, path.name, None, exc), str(path.parent), path.name, len(data)), sha
     return Input(Photo(key, path.name, facts), str(path.parent), path.name, len(data)), sha
