@@ -241,7 +241,7 @@ def _from_track(
             return out, [message]
         extra = estimate.offset_s
         notes.append(
-            f"camera clock offset {describe_offset(extra)} detected from {estimate.images_used} "
+            f"{describe_offset(extra)}, detected from {estimate.images_used} "
             f"images ({estimate.method}) and applied"
         )
     times = apply_offsets(
