@@ -264,6 +264,16 @@ def test_images_in_a_privacy_zone_never_leave_the_machine(outcome: Outcome) -> N
         assert (
             abs(d["MAPLatitude"] - frame.lat) < 1e-6 and abs(d["MAPLongitude"] - frame.lon) < 1e-6
         )
+    # the drive is split where the zone was: no sequence is drawn across it
+    zone_clusters = sorted(
+        sorted(i["description"]["MAPFilename"] for i in c["images"])
+        for c in outcome.clusters
+        if c["images"][0]["description"]["MAPFilename"].startswith("ZONE_")
+    )
+    assert zone_clusters == [
+        [f"ZONE_{i:05d}.jpg" for i in range(12)],
+        [f"ZONE_{i:05d}.jpg" for i in range(19, 30)],
+    ]
     # not by name, not by content: the compressed pixels of an image in the zone are nowhere
     # in what the sandbox received (every session's bytes, finished or not)
     received = [p.read_bytes() for p in outcome.sandbox_dir.rglob("*") if p.is_file()]
