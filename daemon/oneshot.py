@@ -48,14 +48,18 @@ def find_images(paths: Iterable[Path], *, skip_subfolders: bool = False) -> list
             if root.suffix.lower() in IMAGE_EXTENSIONS:
                 found[root.resolve()] = None
             continue
-        for folder, dirs, files in os.walk(root):
+        # Walking the resolved folder (os.walk never descends into symlinked folders) gives
+        # resolved paths already: only a file that is itself a symlink needs resolving, and
+        # an lstat is much cheaper than resolve() on every file.
+        for folder, dirs, files in os.walk(root.resolve()):
             dirs[:] = [] if skip_subfolders else sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(files):
                 if (
                     not name.startswith(".")
                     and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
                 ):
-                    found[Path(folder, name).resolve()] = None
+                    path = Path(folder, name)
+                    found[path.resolve() if os.path.islink(path) else path] = None
     return list(found)
 
 
