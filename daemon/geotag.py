@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from daemon.describe import format_capture_time
 from daemon.errors import ItemError
 from daemon.geo.clock_offset import Ambiguous, describe_offset, estimate_offset
 from daemon.geo.track import OutsideTrack, Track, apply_offsets, format_time, locate
@@ -50,6 +51,19 @@ class GeotagOptions:
     interpolation_offset_time: float = 0.0
     use_gps_start_time: bool = False
     auto_offset: bool = False
+
+
+@dataclass(frozen=True)
+class SourceData:
+    """What a source's files said: the loaded track, or CSV rows (or the error reading them)."""
+
+    track: Track | ItemError | None = None
+    csv_rows: Sequence[CsvRow] | ItemError | None = None
+
+
+#: Refusals that let an image fall through to the next source of a chain (mapillary_tools
+#: passes on exactly its MapillaryGeoTaggingError: no position or no time in the file).
+FALL_THROUGH = frozenset({"no_gps", "no_time"})
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,8 @@ def track_files(source: GeotagSource, path: Path) -> list[Path]:
 def load_track(source: GeotagSource, path: Path) -> Track:
     """Read and merge every track file ``path`` names. Raise :class:`ItemError` (``no_track``,
     ``bad_gpx``, ``bad_nmea``) naming the file when there is nothing usable."""
+    if not path.exists():
+        raise ItemError(f"{path}: no such track file or folder (yet)", reason="no_track")
     files = track_files(source, path)
     if not files:
         raise ItemError(
@@ -127,6 +143,21 @@ def load_track(source: GeotagSource, path: Path) -> Track:
     return Track.from_segments(
         (s for t in tracks for s in t.segments), source=str(path), notes=notes
     )
+
+
+def load_source(
+    opts: GeotagOptions, *, read_csv: Callable[[Path], Sequence[CsvRow]] | None = None
+) -> SourceData:
+    """Read the files ``opts`` names (a track, or a CSV through ``read_csv``); a file problem is
+    kept as the error, so every image can be refused with it."""
+    try:
+        if opts.source in TRACK_SOURCES and opts.source_path is not None:
+            return SourceData(track=load_track(opts.source, opts.source_path))
+        if opts.source == "csv" and opts.source_path is not None and read_csv is not None:
+            return SourceData(csv_rows=read_csv(opts.source_path))
+    except ItemError as exc:
+        return SourceData(track=exc) if opts.source in TRACK_SOURCES else SourceData(csv_rows=exc)
+    return SourceData()
 
 
 def geotag(
@@ -157,6 +188,34 @@ def geotag(
     else:
         placed, notes = _from_track(readable, opts, track)
         results.update(placed)
+    return Geotagged(results, notes)
+
+
+def geotag_chain(
+    photos: Sequence[Photo], chain: Sequence[tuple[GeotagOptions, SourceData]]
+) -> Geotagged:
+    """Try each source in turn (``--geotag_source native --geotag_source gpx``): an image the
+    source refused for want of a position or time (:data:`FALL_THROUGH`) goes on to the next;
+    any other verdict is final. The last source's verdicts are all final."""
+    if not chain:
+        raise ValueError("no geotag source")
+    results: dict[str, Placed | Refused] = {}
+    notes: list[str] = []
+    remaining = list(photos)
+    for index, (opts, data) in enumerate(chain):
+        tagged = geotag(remaining, opts, track=data.track, csv_rows=data.csv_rows)
+        notes += tagged.notes
+        last = index == len(chain) - 1
+        passed_on = []
+        for p in remaining:
+            r = tagged.results[p.key]
+            if not last and isinstance(r, Refused) and r.reason in FALL_THROUGH:
+                passed_on.append(p)
+            else:
+                results[p.key] = r
+        remaining = passed_on
+        if not remaining:
+            break
     return Geotagged(results, notes)
 
 
@@ -257,9 +316,10 @@ def _from_track(
                 "outside_track",
                 f"{p.name}: {_outside(fix)}",
                 {
-                    "image_time": format_time(fix.image_time),
-                    "gpx_start_time": format_time(fix.track_start),
-                    "gpx_end_time": format_time(fix.track_end),
+                    # mapillary_tools' MapillaryOutsideGPXTrackError vars, in its time format
+                    "image_time": format_capture_time(fix.image_time),
+                    "gpx_start_time": format_capture_time(fix.track_start),
+                    "gpx_end_time": format_capture_time(fix.track_end),
                 },
             )
         else:

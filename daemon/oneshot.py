@@ -25,12 +25,11 @@ from typing import Any, TextIO
 
 from daemon.describe import description_file, error_description, image_description
 from daemon.errors import ItemError
-from daemon.geo.track import Track
-from daemon.geotag import Photo, Refused, load_track
+from daemon.geotag import Photo, Refused, load_source
 from daemon.media.csvtrack import CsvRow, read_csv_geotags
 from daemon.media.exif import ImageMetadata, read_exif_facts
 from daemon.media.writeback import Geotags, Overwrite, with_geotags, write_atomically
-from daemon.process_args import CsvSpec, ProcessRequest
+from daemon.process_args import BadArguments, CsvSpec, ProcessRequest
 from daemon.processing import Final, Input, Outcome, ProcessOptions, process
 from daemon.watch import IMAGE_EXTENSIONS
 
@@ -182,30 +181,28 @@ def run_process(
     read = read_inputs(images, tz, with_hash=with_hash, progress=progress)
     inputs = [i for i, _ in read]
     hashes = {i.photo.key: sha for i, sha in read if sha}
-    g = opts.geotag
-    track: Track | ItemError | None = None
-    rows: list[CsvRow] | ItemError | None = None
-    if g.source in ("gpx", "nmea") and g.source_path is not None:
-        try:
-            track = load_track(g.source, g.source_path)
-        except ItemError as exc:
-            track = exc
+    read_csv = None
     if csv is not None:
-        try:
-            rows = read_csv_geotags(
-                csv.path,
-                filename_column=csv.filename_column,
-                timestamp_column=csv.timestamp_column,
-                latitude_column=csv.latitude_column,
-                longitude_column=csv.longitude_column,
-                heading_column=csv.heading_column,
-                altitude_column=csv.altitude_column,
-                time_format=csv.time_format,
-                tz=tz,
-            )
-        except ItemError as exc:
-            rows = exc
-    outcome = process(inputs, opts, track=track, csv_rows=rows)
+        spec = csv
+
+        def read_csv(path: Path) -> list[CsvRow]:
+            try:
+                return read_csv_geotags(
+                    path,
+                    filename_column=spec.filename_column,
+                    timestamp_column=spec.timestamp_column,
+                    latitude_column=spec.latitude_column,
+                    longitude_column=spec.longitude_column,
+                    heading_column=spec.heading_column,
+                    altitude_column=spec.altitude_column,
+                    time_format=spec.time_format,
+                    tz=tz,
+                )
+            except ValueError as exc:  # impossible column options: the command line is wrong
+                raise BadArguments(f"CSV columns: {exc}") from None
+
+    data = [load_source(source, read_csv=read_csv) for source in opts.sources]
+    outcome = process(inputs, opts, data)
     return Report(inputs, outcome, describe_outcome(inputs, outcome)), hashes
 
 

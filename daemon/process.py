@@ -16,11 +16,9 @@ from datetime import datetime
 import structlog
 
 from daemon.config import Config, WatchConfig
-from daemon.errors import ItemError
 from daemon.geo.privacy import Zone
 from daemon.geo.sequence import SequenceOptions
-from daemon.geo.track import Track
-from daemon.geotag import GeotagOptions, Photo, load_track
+from daemon.geotag import GeotagOptions, Photo, load_source
 from daemon.media.exif import ExifFacts
 from daemon.processing import Input, ProcessOptions, process
 from daemon.store.queue import Item, ItemState, Placement, Queue, Verdict
@@ -59,7 +57,7 @@ def options_for(cfg: Config, watch: WatchConfig | None) -> ProcessOptions:
     )
     # The configured offset is the camera's clock error: with a track it moves the lookup
     # (and so the capture time); with EXIF positions it moves only the capture time.
-    return ProcessOptions(geotag, sequence, offset_time=0.0 if tracked else w.offset_time)
+    return ProcessOptions((geotag,), sequence, offset_time=0.0 if tracked else w.offset_time)
 
 
 def facts_of(item: Item) -> ExifFacts:
@@ -93,14 +91,8 @@ def cut_batch(queue: Queue, batch_id: int, cfg: Config, now: float) -> int:
         return 0
     watch = next((w for w in cfg.watches if str(w.path) == items[0].watch), None)
     opts = options_for(cfg, watch)
-    track: Track | ItemError | None = None
-    g = opts.geotag
-    if g.source in ("gpx", "nmea") and g.source_path is not None:
-        try:
-            track = load_track(g.source, g.source_path)
-        except ItemError as exc:
-            track = exc
-    outcome = process([input_of(i) for i in items], opts, track=track)
+    data = [load_source(source) for source in opts.sources]
+    outcome = process([input_of(i) for i in items], opts, data)
     by_key = {str(i.id): i for i in items}
     sequences = []
     for seq in outcome.sequences:

@@ -81,8 +81,8 @@ def add_process_arguments(p: argparse.ArgumentParser) -> None:
         "geotag_source",
         action="append",
         default=None,
-        choices=["native", "exif", "gpx", "nmea", "csv"],
-        help="where positions come from (default: EXIF)",
+        help="where positions come from: native/exif (default), gpx, nmea, csv; repeat or "
+        "separate with commas to try several in order",
     )
     _both(
         g,
@@ -170,6 +170,31 @@ def add_process_arguments(p: argparse.ArgumentParser) -> None:
         _both(g, opt, default=None, help=argparse.SUPPRESS)
 
 
+SOURCE_NAMES: dict[str, GeotagSource] = {
+    "native": "exif",
+    "exif": "exif",
+    "gpx": "gpx",
+    "nmea": "nmea",
+    "csv": "csv",
+}
+
+
+def _source_names(values: list[str]) -> list[GeotagSource]:
+    """``--geotag_source`` values (repeated and/or comma-separated) in order, ``native`` read
+    as ``exif``; each source once."""
+    names: list[GeotagSource] = []
+    for value in values:
+        for part in value.split(","):
+            key = part.strip().lower()
+            if key not in SOURCE_NAMES:
+                raise BadArguments(
+                    f"--geotag_source {part.strip()!r}: one of {', '.join(SOURCE_NAMES)}"
+                )
+            if SOURCE_NAMES[key] not in names:
+                names.append(SOURCE_NAMES[key])
+    return names
+
+
 def _zone(text: str) -> Zone:
     parts = text.split(",", 3)
     try:
@@ -184,10 +209,11 @@ def _zone(text: str) -> Zone:
 def request_from(ns: argparse.Namespace) -> ProcessRequest:
     """Turn parsed arguments into a :class:`ProcessRequest`; :class:`BadArguments` names the
     option that is wrong."""
-    sources = ns.geotag_source or ["exif"]
-    source: GeotagSource = "exif" if sources[-1] == "native" else sources[-1]
-    if source != "exif" and ns.geotag_source_path is None:
-        raise BadArguments(f"--geotag_source {source} needs --geotag_source_path")
+    names = _source_names(ns.geotag_source or ["exif"])
+    tracked = [n for n in names if n in ("gpx", "nmea")]
+    for name in names:
+        if name != "exif" and ns.geotag_source_path is None:
+            raise BadArguments(f"--geotag_source {name} needs --geotag_source_path")
     for p in ns.paths:
         if not p.exists():
             raise BadArguments(f"{p}: no such file or folder")
@@ -198,7 +224,7 @@ def request_from(ns: argparse.Namespace) -> ProcessRequest:
         raise BadArguments(
             f"--offset_time {ns.offset_time!r}: a number of seconds, or 'auto'"
         ) from None
-    if auto and source not in ("gpx", "nmea"):
+    if auto and not tracked:
         raise BadArguments("--offset_time auto needs a track: --geotag_source gpx or nmea")
     if not math.isfinite(offset_time):
         raise BadArguments("--offset_time must be finite")
@@ -210,8 +236,10 @@ def request_from(ns: argparse.Namespace) -> ProcessRequest:
         seq = SequenceOptions(
             cutoff_time=ns.cutoff_time,
             cutoff_distance=ns.cutoff_distance,
-            duplicate_distance=ns.duplicate_distance,
-            duplicate_angle=ns.duplicate_angle,
+            # A negative threshold turns the check off, as it does in mapillary_tools.
+            duplicate_distance=max(ns.duplicate_distance, 0.0),
+            duplicate_angle=max(ns.duplicate_angle, 0.0),
+            flag_duplicates=ns.duplicate_distance >= 0 and ns.duplicate_angle >= 0,
             interpolate_directions=ns.interpolate_directions,
             offset_angle=ns.offset_angle,
             zigzag=not ns.skip_zigzag_check,
@@ -219,12 +247,15 @@ def request_from(ns: argparse.Namespace) -> ProcessRequest:
         )
     except ValueError as exc:
         raise BadArguments(str(exc)) from None
-    geotag = GeotagOptions(
-        source=source,
-        source_path=ns.geotag_source_path,
-        interpolation_offset_time=ns.interpolation_offset_time,
-        use_gps_start_time=ns.interpolation_use_gpx_start_time,
-        auto_offset=auto,
+    sources = tuple(
+        GeotagOptions(
+            source=name,
+            source_path=ns.geotag_source_path if name != "exif" else None,
+            interpolation_offset_time=ns.interpolation_offset_time,
+            use_gps_start_time=ns.interpolation_use_gpx_start_time,
+            auto_offset=auto and name in ("gpx", "nmea"),
+        )
+        for name in names
     )
     overwrite = (
         Overwrite.every()
@@ -237,7 +268,7 @@ def request_from(ns: argparse.Namespace) -> ProcessRequest:
         )
     )
     csv = None
-    if source == "csv":
+    if "csv" in names:
         assert ns.geotag_source_path is not None
         csv = CsvSpec(
             ns.geotag_source_path,
@@ -251,7 +282,7 @@ def request_from(ns: argparse.Namespace) -> ProcessRequest:
         )
     return ProcessRequest(
         paths=list(ns.paths),
-        options=ProcessOptions(geotag, seq, offset_time, ns.device_make, ns.device_model),
+        options=ProcessOptions(sources, seq, offset_time, ns.device_make, ns.device_model),
         time_zone=tz,
         desc_path=ns.desc_path,
         skip_subfolders=ns.skip_subfolders,

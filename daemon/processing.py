@@ -17,16 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
-from daemon.errors import ItemError
 from daemon.geo.sequence import SequenceOptions, Shot, plan_sequences
-from daemon.geo.track import Track
-from daemon.geotag import GeotagOptions, Photo, Placed, Refused, geotag
-from daemon.media.csvtrack import CsvRow
+from daemon.geotag import GeotagOptions, Photo, Placed, Refused, SourceData, geotag_chain
 
 
 @dataclass(frozen=True)
 class ProcessOptions:
-    geotag: GeotagOptions = field(default_factory=GeotagOptions)
+    #: Tried in order; see :func:`daemon.geotag.geotag_chain`.
+    sources: tuple[GeotagOptions, ...] = (GeotagOptions(),)
     sequence: SequenceOptions = field(default_factory=SequenceOptions)
     #: Seconds added to every final capture time (mapillary_tools' ``--offset_time``).
     offset_time: float = 0.0
@@ -64,13 +62,16 @@ class Outcome:
 def process(
     inputs: Sequence[Input],
     opts: ProcessOptions,
-    *,
-    track: Track | ItemError | None = None,
-    csv_rows: Sequence[CsvRow] | ItemError | None = None,
+    data: Sequence[SourceData] | None = None,
 ) -> Outcome:
-    """Geotag, plan and finalize ``inputs``. Every input ends in exactly one sequence or in
-    ``refused`` (keyed by photo key)."""
-    tagged = geotag([i.photo for i in inputs], opts.geotag, track=track, csv_rows=csv_rows)
+    """Geotag, plan and finalize ``inputs``. ``data`` holds what each source's files said, one
+    per ``opts.sources`` (default: nothing loaded). Every input ends in exactly one sequence or
+    in ``refused`` (keyed by photo key)."""
+    data = data if data is not None else [SourceData() for _ in opts.sources]
+    if len(data) != len(opts.sources):
+        raise ValueError(f"{len(data)} source data for {len(opts.sources)} sources")
+    chain = list(zip(opts.sources, data, strict=True))
+    tagged = geotag_chain([i.photo for i in inputs], chain)
     outcome = Outcome(notes=list(tagged.notes))
     shots: list[Shot] = []
     extras: dict[str, tuple[float | None, int | None]] = {}

@@ -606,11 +606,6 @@ def test_a_broken_csv_gives_each_image_a_named_reason(tmp_path: Path, kind: str)
     ],
     ids=["no time nor position column", "column 0", "latitude without longitude"],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: read_csv_geotags raises ValueError for impossible column options, which "
-    "oneshot.run_process does not catch: a traceback, exit 1, instead of exit 2 naming the option",
-)
 def test_impossible_csv_column_options_are_an_argument_error(
     tmp_path: Path, options: tuple[str, ...]
 ) -> None:
@@ -778,12 +773,6 @@ def test_process_and_upload_uploads_clusters_then_nothing_new(
     "sources",
     [("--geotag_source", "native", "--geotag_source", "gpx"), ("--geotag_source", "native,gpx")],
     ids=["repeated", "comma-separated"],
-)
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap: mapillary_tools 0.14.7 tries several --geotag_source in order (an image "
-    "without EXIF GPS falls through to the GPX); process_args.request_from keeps only the last "
-    "one given (and rejects the comma-separated form with exit 2)",
 )
 def test_several_geotag_sources_are_tried_in_order(
     tmp_path: Path, sources: tuple[str, ...]
