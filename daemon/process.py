@@ -26,6 +26,19 @@ from daemon.store.queue import Item, ItemState, Placement, Queue, Verdict
 log = structlog.get_logger(__name__)
 
 
+#: Refusals a GPS track arriving later can cure: such images are held, not rejected, and
+#: processed again when a track file appears or changes in their watch folder.
+WAITING_FOR_TRACK = frozenset({"no_track", "outside_track"})
+
+
+def _verdict(reason: str, message: str) -> Verdict:
+    if reason in WAITING_FOR_TRACK:
+        return Verdict(
+            ItemState.HELD, reason, f"{message} — kept until a track covering it appears"
+        )
+    return Verdict(ItemState.REJECTED, reason, message)
+
+
 def sequence_id(shas: list[str]) -> str:
     """A stable name for a sequence: a digest of its members' content hashes, in order."""
     return hashlib.sha256("\n".join(shas).encode()).hexdigest()[:32]
@@ -108,10 +121,7 @@ def cut_batch(queue: Queue, batch_id: int, cfg: Config, now: float) -> int:
             for f in seq
         ]
         sequences.append((sequence_id([by_key[f.key].sha256 for f in seq]), placements))
-    rejected = [
-        (int(key), Verdict(ItemState.REJECTED, r.reason, r.message))
-        for key, r in outcome.refused.items()
-    ]
+    rejected = [(int(key), _verdict(r.reason, r.message)) for key, r in outcome.refused.items()]
     queue.assign_sequences(batch_id, sequences, rejected, now, outcome.notes)
     for note in outcome.notes:
         log.info("processing_note", batch=batch_id, note=note)

@@ -31,11 +31,11 @@ from daemon.config import Config, WatchConfig
 from daemon.credentials import TokenSource
 from daemon.ingest import Ingester
 from daemon.logsetup import REDACTOR
-from daemon.process import cut_batch
+from daemon.process import WAITING_FOR_TRACK, cut_batch
 from daemon.retry import Policy
 from daemon.store.queue import Queue
 from daemon.upload import Endpoints, Uploader, Upstream
-from daemon.watch import Settler, Watcher, is_candidate, scan, stat_file
+from daemon.watch import Settler, Watcher, is_candidate, is_track_file, scan, stat_file
 
 log = structlog.get_logger(__name__)
 
@@ -80,6 +80,7 @@ class Service:
         self._threads: list[threading.Thread] = []
         self._next_scan: dict[Path, float] = {}
         self._watched: set[Path] = set()
+        self._tracks_seen: dict[str, tuple[int, int]] = {}
         self.wake = threading.Event()
 
     def open_queue(self) -> Queue:
@@ -161,7 +162,11 @@ class Service:
         self._drain_events(q, watcher, mono)
         for path in self.settler.due(mono, stat_file):
             watch = self._watch_for(path)
-            if watch is not None and self.inflight.add(path):
+            if watch is None:
+                continue
+            if is_track_file(path):
+                self._track_arrived(q, path, watch)
+            elif self.inflight.add(path):
                 self.ready.put((path, watch))
         busy = [
             str(w.path)
@@ -175,6 +180,19 @@ class Service:
                 self.wake.set()
             except Exception:
                 log.exception("batch_cut_failed", batch=batch_id)
+
+    def _track_arrived(self, q: Queue, path: str, watch: WatchConfig) -> None:
+        """A GPS track file appeared or changed: images of this folder that waited for a
+        track go back through processing (in a new batch, so with every track now there)."""
+        st = stat_file(path)
+        if st is None or self._tracks_seen.get(path) == st:
+            return
+        self._tracks_seen[path] = st
+        if watch.geotag_source == "exif":
+            return
+        n = q.requeue_held(str(watch.path), WAITING_FOR_TRACK, self.now())
+        if n:
+            log.info("track_arrived", path=path, images_to_place=n)
 
     def _scan(self, q: Queue, w: WatchConfig, mono: float, under: Path | None = None) -> None:
         root = under or w.path

@@ -40,6 +40,14 @@ IGNORED_DIRS = frozenset({"System Volume Information", "$RECYCLE.BIN", "LOST.DIR
 Stat = tuple[int, int]  # (size, mtime_ns)
 
 
+#: A GPS logger's files: not uploaded, but their arrival can place images that waited for them.
+TRACK_EXTENSIONS = frozenset({".gpx", ".nmea", ".nma"})
+
+
+def is_track_file(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in TRACK_EXTENSIONS
+
+
 def media_kind(path: str) -> str | None:
     """``"image"`` or ``"video"`` by extension, else None (not ours to upload)."""
     ext = os.path.splitext(path)[1].lower()
@@ -56,7 +64,8 @@ def is_ignored_name(name: str) -> bool:
 
 
 def is_candidate(root: Path, path: str) -> bool:
-    """True if ``path`` under ``root`` is a media file outside hidden or ignored folders."""
+    """True if ``path`` under ``root`` is a media or track file outside hidden or ignored
+    folders."""
     try:
         rel = Path(path).relative_to(root)
     except ValueError:
@@ -64,7 +73,7 @@ def is_candidate(root: Path, path: str) -> bool:
     parts = rel.parts
     if not parts or any(is_ignored_name(p) or p in IGNORED_DIRS for p in parts):
         return False
-    return media_kind(path) is not None
+    return media_kind(path) is not None or is_track_file(path)
 
 
 def stat_file(path: str) -> Stat | None:
@@ -79,7 +88,8 @@ def stat_file(path: str) -> Stat | None:
 
 
 def scan(root: Path, recursive: bool = True) -> Iterator[tuple[str, Stat]]:
-    """Every candidate media file under ``root`` with its stat; unreadable folders are skipped."""
+    """Every candidate media or track file under ``root`` with its stat; unreadable folders
+    are skipped."""
     stack = [str(root)]
     while stack:
         folder = stack.pop()
@@ -95,7 +105,7 @@ def scan(root: Path, recursive: bool = True) -> Iterator[tuple[str, Stat]]:
                 if entry.is_dir(follow_symlinks=False):
                     if recursive:
                         stack.append(entry.path)
-                elif entry.is_file() and media_kind(entry.name):
+                elif entry.is_file() and (media_kind(entry.name) or is_track_file(entry.name)):
                     st = entry.stat()
                     yield entry.path, (st.st_size, st.st_mtime_ns)
             except OSError:

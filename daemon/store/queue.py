@@ -406,6 +406,30 @@ class Queue:
                 self._occurrence(f, item, now)
             return len(fresh)
 
+    def requeue_held(self, watch: str, reasons: Iterable[str], now: float) -> int:
+        """Give held items of ``watch`` with one of ``reasons`` back to processing, in a fresh
+        open batch (a GPS track arrived that may place them); return how many."""
+        wanted = tuple(reasons)
+        marks = ", ".join("?" for _ in wanted)
+        with db.write(self.conn) as c:
+            ids = [
+                r["id"]
+                for r in c.execute(
+                    f"SELECT id FROM items WHERE watch = ? AND state = ? AND reason IN ({marks})",
+                    (watch, ItemState.HELD, *wanted),
+                ).fetchall()
+            ]
+            if not ids:
+                return 0
+            batch_id = self._open_batch(watch, now)
+            c.execute("UPDATE batches SET last_added_at = ? WHERE id = ?", (now, batch_id))
+            c.executemany(
+                "UPDATE items SET state = ?, batch_id = ?, reason = NULL, detail = NULL,"
+                " updated_at = ? WHERE id = ?",
+                [(ItemState.INGESTED, batch_id, now, i) for i in ids],
+            )
+            return len(ids)
+
     def sequence_states(self, seq_ids: Sequence[str]) -> dict[str, str]:
         marks = ", ".join("?" for _ in seq_ids)
         rows = self.conn.execute(

@@ -292,3 +292,65 @@ def test_time_is_utc_and_untouched_for_exif_positions(outcome: Outcome) -> None:
     for name, d in outcome.uploaded.items():
         if name.startswith("ZONE_"):
             assert capture_time(d) == outcome.cards.zone[name].time.astimezone(UTC), name
+
+
+def test_images_that_arrive_before_their_track_wait_for_it(tmp_path: Path) -> None:
+    """A camera card copied before the GPS logger's file: the images are held (not rejected)
+    with a reason, and placed as soon as a track covering them appears on the card — the first
+    track covering only half of them, a second one the rest."""
+    truths = renamed("LATE_", drive(16, seed=31))
+    card = tmp_path / "card"
+    write_images(card / "DCIM", truths)
+    (tmp_path / "cfg.toml").write_text(
+        f"""[state]
+dir = "{tmp_path / "state"}"
+[[watch]]
+path = "{card}"
+geotag_source = "gpx"
+geotag_source_path = "GPS"
+[process]
+time_zone = "UTC"
+batch_quiet_seconds = 1
+[scan]
+interval_seconds = 60
+""",
+        encoding="utf-8",
+    )
+    with Sandbox(tmp_path / "sandbox", TOKEN) as sandbox:
+        env = {
+            "MAPILLARY_TOKEN": TOKEN,
+            "MAPILLARY_UPLOAD_ENDPOINT": sandbox.upload_endpoint,
+            "MAPILLARY_GRAPH_API_ENDPOINT": sandbox.graph_endpoint,
+        }
+        cfg = load_config(tmp_path / "cfg.toml", env=env)
+        with running(cfg):
+            wait_until(lambda: counts(cfg)["held"] == 16, 60, "16 images held for a track")
+            held = {r["reason"] for r in _status(cfg)["not_uploaded"]}
+            assert held == {"no_track"}
+            (card / "GPS").mkdir()
+            gpx_of(card / "GPS" / "first_half.gpx", drive(16, seed=31)[:8])
+            wait_until(lambda: counts(cfg)["done"] == 8, 60, "the first half placed")
+            assert counts(cfg)["held"] == 8
+            assert {r["reason"] for r in _status(cfg)["not_uploaded"]} == {"outside_track"}
+            gpx_of(card / "GPS" / "second_half.gpx", drive(16, seed=31)[8:])
+            wait_until(lambda: counts(cfg)["done"] == 16, 60, "the rest placed")
+        uploaded = {
+            i["description"]["MAPFilename"]: i["description"]
+            for c in sandbox.clusters()
+            for i in c["images"]
+        }
+    assert set(uploaded) == {t.name for t in truths}
+    for t in truths:
+        d = uploaded[t.name]
+        assert distance_m(d["MAPLatitude"], d["MAPLongitude"], t.lat, t.lon) < 1.0
+
+
+def _status(cfg: Config) -> dict[str, Any]:
+    from daemon.status import report
+    from daemon.store.queue import Queue
+
+    q = Queue.open(cfg.state.database)
+    try:
+        return report(q)
+    finally:
+        q.close()
