@@ -152,8 +152,6 @@ def read_video_fileobj(
     the reasons). Raises only :class:`~daemon.errors.ItemError` subclasses."""
     options = options or VideoOptions()
     info = mp4.probe(fileobj, name)
-    if info.fragmented and not info.tracks:
-        raise ItemError(f"{name}: a fragmented MP4 without a sample index", reason="no_video_gps")
 
     gopro = gopro_track(
         fileobj, name, info=info, options=options.gopro, gps_filter=options.gps_filter
@@ -200,7 +198,12 @@ def read_video_fileobj(
             return located
     raise ItemError(
         f"{name}: no GPS in the video: no GoPro (gpmd) or CAMM track, no BlackVue gps box"
-        + (", no location tag" if options.quicktime_location else ""),
+        + (", no location tag" if options.quicktime_location else "")
+        + (
+            " (a fragmented MP4: samples in 'moof' fragments are not read)"
+            if info.fragmented
+            else ""
+        ),
         reason="no_video_gps",
     )
 
