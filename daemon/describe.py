@@ -132,6 +132,11 @@ MT_ERROR_TYPES: dict[str, str] = {
     "too_fast": "MapillaryCaptureSpeedTooFastError",
     "zigzag": "MapillaryZigZagError",
     "invalid_description": "MapillaryMetadataValidationError",
+    "no_video_gps": "MapillaryVideoGPSNotFoundError",
+    "gps_noise": "MapillaryGPSNoiseError",
+    "truncated_mp4": "MapillaryInvalidVideoError",
+    "stationary_video": "MapillaryStationaryVideoError",
+    "file_too_large": "MapillaryFileTooLargeError",
 }
 
 
