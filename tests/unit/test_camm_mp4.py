@@ -367,19 +367,13 @@ def test_type_5_without_gps_time_and_negative_times_dropped(tmp_path: Path) -> N
     pts = [mp4.TimedPoint(-0.5, 1.0, 2.0), *points(5, epoch=None)]
     pts[2] = mp4.TimedPoint(pts[2].time_s, pts[2].lat, pts[2].lon, None, None)
     with open(src.path, "rb") as f:
-        plan = plan_camm_mp4(f, "in.mp4", timed_raw(pts))
+        plan = plan_camm_mp4(f, "in.mp4", timed(pts))  # timed_track keeps the -0.5 s
     assert plan.camm.types == {5: 5} and plan.camm.dropped == 1
     out = io.BytesIO(output(plan, src.path))
     telemetry = camm.camm_track(out, "out.mp4")
     assert telemetry is not None and telemetry.kind == 5
     assert [p.alt for p in telemetry.points] == [500.0, -1.0, 502.0, 503.0, 504.0]
     assert [p.epoch_s for p in telemetry.points] == [None] * 5
-
-
-def timed_raw(pts: Sequence[mp4.TimedPoint]) -> mp4.TimedTrack:
-    """A TimedTrack holding ``pts`` as given (timed_track would keep a negative time too)."""
-    base = timed([p for p in pts if p.time_s >= 0])
-    return mp4.TimedTrack(tuple(pts), base.start_time, base.clock, base.track)
 
 
 def test_mixed_point_kinds_follow_encode_point(tmp_path: Path) -> None:
