@@ -30,6 +30,7 @@ from daemon.clock import Clock
 from daemon.errors import CorruptMediaError, ItemError
 from daemon.media.exif import read_exif_facts
 from daemon.media.jpeg import check_jpeg
+from daemon.media.video import read_video_track
 from daemon.store.queue import Item, ItemState, Metadata, NewFile, Queue, Verdict
 from daemon.watch import media_kind, stat_file
 
@@ -140,11 +141,7 @@ def read_outcome(kind: str, data_path: str, name: str, tz: tzinfo) -> Metadata |
     batch is processed (:mod:`daemon.process`).
     """
     if kind == "video":
-        return Verdict(
-            ItemState.HELD,
-            "video_not_supported_yet",
-            f"{name}: video upload is not supported by this version; kept for a later one",
-        )
+        return _video_outcome(data_path, name)
     try:
         with open(data_path, "rb") as fh:
             data = fh.read()
@@ -165,6 +162,28 @@ def read_outcome(kind: str, data_path: str, name: str, tz: tzinfo) -> Metadata |
         width=facts.width,
         height=facts.height,
         orientation=facts.orientation,
+    )
+
+
+def _video_outcome(data_path: str, name: str) -> Metadata | Verdict:
+    """A video's GPS track summarised (first point, start time, device), or why there is none.
+    A recording cut short by a power loss (no index) is quarantined, never retried."""
+    try:
+        vt = read_video_track(data_path)
+    except CorruptMediaError as exc:
+        return Verdict(ItemState.QUARANTINED, exc.reason, str(exc))
+    except ItemError as exc:
+        state = ItemState.QUARANTINED if exc.reason == "truncated_mp4" else ItemState.REJECTED
+        return Verdict(state, exc.reason, str(exc))
+    first = vt.points[0]
+    return Metadata(
+        capture_time=vt.start_time.astimezone(UTC).isoformat(),
+        lat=first.lat,
+        lon=first.lon,
+        alt=first.alt,
+        heading=None,
+        make=vt.make or None,
+        model=vt.model or None,
     )
 
 
@@ -190,8 +209,9 @@ class Ingester:
         st = stat_file(path)
         if kind is None or st is None or self.queue.is_known(path, *st):
             return None
-        # Videos are only held by this version: copying gigabytes of dashcam footage into the
-        # spool for nothing would fill a Pi's disk, so they are hashed where they are.
+        # Videos are read where they are: a dashcam card holds more footage than a Pi's disk,
+        # and the upload streams from the source anyway. A card pulled mid-upload makes the
+        # video wait for it (source_missing), never fail.
         copy = copy and kind != "video"
         try:
             hashed = copy_to_spool(path, self.spool) if copy else hash_in_place(path)

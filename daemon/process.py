@@ -16,10 +16,13 @@ from datetime import datetime
 import structlog
 
 from daemon.config import Config, WatchConfig
+from daemon.errors import ItemError
 from daemon.geo.privacy import Zone
 from daemon.geo.sequence import SequenceOptions
+from daemon.geo.video_limits import VideoPoint, check_video
 from daemon.geotag import GeotagOptions, Photo, load_source
 from daemon.media.exif import ExifFacts
+from daemon.media.video import read_video_track
 from daemon.processing import Input, ProcessOptions, process
 from daemon.store.queue import Item, ItemState, Placement, Queue, Verdict
 
@@ -37,6 +40,35 @@ def _verdict(reason: str, message: str) -> Verdict:
             ItemState.HELD, reason, f"{message} — kept until a track covering it appears"
         )
     return Verdict(ItemState.REJECTED, reason, message)
+
+
+def _cut_videos(queue: Queue, batch_id: int, videos: list[Item], cfg: Config, now: float) -> None:
+    """Each video is a sequence of its own (uploaded natively as CAMM), unless its track breaks
+    a video limit or enters a privacy zone."""
+    zones = [Zone(z.lat, z.lon, z.radius_m, z.name) for z in cfg.privacy_zones]
+    sequences = []
+    rejected = []
+    for item in videos:
+        name = os.path.basename(item.source_path)
+        try:
+            vt = read_video_track(item.data_path)
+        except ItemError as exc:
+            rejected.append((item.id, Verdict(ItemState.REJECTED, exc.reason, str(exc))))
+            continue
+        points = [VideoPoint(p.time_s, p.lat, p.lon, p.epoch_s) for p in vt.points]
+        refusal = check_video(
+            name, points, item.size, max_speed_kmh=cfg.process.max_speed_kmh, zones=zones
+        )
+        if refusal is not None:
+            rejected.append((item.id, Verdict(ItemState.REJECTED, refusal.reason, refusal.message)))
+            continue
+        first = vt.points[0]
+        placement = Placement(
+            item.id, vt.start_time.isoformat(), first.lat, first.lon, first.alt, None
+        )
+        sequences.append((sequence_id([item.sha256]), [placement]))
+    queue.assign_sequences(batch_id, sequences, rejected, now)
+    log.info("videos_processed", batch=batch_id, native=len(sequences), refused=len(rejected))
 
 
 def sequence_id(shas: list[str]) -> str:
@@ -102,6 +134,12 @@ def cut_batch(queue: Queue, batch_id: int, cfg: Config, now: float) -> int:
     items = queue.ingested_items(batch_id)
     if not items:
         return 0
+    videos = [i for i in items if i.kind == "video"]
+    items = [i for i in items if i.kind != "video"]
+    if videos:
+        _cut_videos(queue, batch_id, videos, cfg, now)
+    if not items:
+        return len(videos)
     watch = next((w for w in cfg.watches if str(w.path) == items[0].watch), None)
     opts = options_for(cfg, watch)
     data = [load_source(source) for source in opts.sources]

@@ -35,7 +35,9 @@ from daemon.describe import exif_description, image_description
 from daemon.errors import ItemError, UploadError
 from daemon.mapillary.graph import GraphClient
 from daemon.mapillary.upload_service import UploadService, session_key
+from daemon.media.camm_mp4 import CammStream, md5_of, plan_camm_mp4
 from daemon.media.exif import ImageMetadata, with_description
+from daemon.media.video import read_video_fileobj
 from daemon.retry import Action, Policy, decide
 from daemon.store.queue import Item, ItemState, Queue, SequenceRow, Verdict
 
@@ -43,6 +45,7 @@ log = structlog.get_logger(__name__)
 
 HOLD_KEY = "hold"
 MANIFEST_FILE_TYPE = "mly_bundle_manifest"
+VIDEO_FILE_TYPE = "mly_camm_video"
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,7 @@ class Uploader:
         if images:
             item = self.queue.claim_item(self.owner, self.now())
             if item is not None:
-                self._upload_image(item, token)
+                self._upload_item(item, token)
                 return True
         return False
 
@@ -200,20 +203,15 @@ class Uploader:
 
     # --- one image ------------------------------------------------------------------------
 
-    def _upload_image(self, item: Item, token: str) -> None:
+    def _upload_item(self, item: Item, token: str) -> None:
+        if item.kind == "video":
+            self._upload_video(item, token)
+            return
         log_ = log.bind(item=item.id, path=item.source_path)
         try:
             payload = prepare_image(item)
         except FileNotFoundError:
-            self.queue.item_retry(
-                item.id,
-                self.now() + 60,
-                "source_missing",
-                f"{item.data_path} is missing; waiting for it to come back",
-                self.now(),
-                count_attempt=False,
-            )
-            log_.warning("image_source_missing", data_path=item.data_path)
+            self._wait_for_source(item)
             return
         except ItemError as exc:
             self.queue.item_failed(
@@ -227,28 +225,86 @@ class Uploader:
             offset = service.fetch_offset(key)
             handle = service.upload(key, payload, offset)
         except UploadError as exc:
-            self._failed(
-                exc,
-                item.attempts,
-                token,
-                retry=lambda at, reason, detail: self.queue.item_retry(
-                    item.id, at, reason, detail, self.now()
-                ),
-                give_up=lambda reason, detail: self.queue.item_failed(
-                    item.id, Verdict(ItemState.FAILED, reason, detail), self.now()
-                ),
-                release=lambda: self.queue.release_item(item.id, self.now()),
-            )
+            self._retry_or_give_up_item(item, exc, token)
             return
         self.queue.item_uploaded(item.id, key, handle, self.now())
         self.wake.set()  # its sequence may now be ready to finish
         log_.debug("image_uploaded", session_key=key, resumed_at=offset or None)
+
+    def _upload_video(self, item: Item, token: str) -> None:
+        """Stream the video as the CAMM MP4 Mapillary expects, straight from the source file:
+        no temporary copy, so memory stays flat whatever the size. The session key is the
+        md5 of that stream (one read pass), so a resumed upload continues the same session."""
+        log_ = log.bind(item=item.id, path=item.source_path)
+        name = os.path.basename(item.source_path)
+        try:
+            with open(item.data_path, "rb") as source:
+                vt = read_video_fileobj(source, item.data_path)
+                plan = plan_camm_mp4(
+                    source, name, vt.timed, info=vt.info, make=vt.make, model=vt.model
+                )
+                stream = CammStream(plan, source)
+                key = session_key(md5_of(stream), ".mp4")
+                service, _ = self._clients(token)
+                try:
+                    offset = service.fetch_offset(key)
+                    stream.seek(offset)
+                    handle = service.upload(key, stream, offset)
+                except UploadError as exc:
+                    self._retry_or_give_up_item(item, exc, token)
+                    return
+        except FileNotFoundError:
+            self._wait_for_source(item)
+            return
+        except ItemError as exc:
+            self.queue.item_failed(
+                item.id, Verdict(ItemState.REJECTED, exc.reason, str(exc)), self.now()
+            )
+            log_.warning("video_rejected_at_upload", reason=exc.reason, detail=str(exc))
+            return
+        self.queue.item_uploaded(item.id, key, handle, self.now())
+        self.wake.set()
+        log_.info("video_uploaded", session_key=key, bytes=plan.size, resumed_at=offset or None)
+
+    def _wait_for_source(self, item: Item) -> None:
+        """The file is gone (card pulled, drop folder emptied): wait for it, never fail."""
+        self.queue.item_retry(
+            item.id,
+            self.now() + 60,
+            "source_missing",
+            f"{item.data_path} is missing; waiting for it to come back",
+            self.now(),
+            count_attempt=False,
+        )
+        log.warning("source_missing", item=item.id, data_path=item.data_path)
+
+    def _retry_or_give_up_item(self, item: Item, exc: UploadError, token: str) -> None:
+        self._failed(
+            exc,
+            item.attempts,
+            token,
+            retry=lambda at, reason, detail: self.queue.item_retry(
+                item.id, at, reason, detail, self.now()
+            ),
+            give_up=lambda reason, detail: self.queue.item_failed(
+                item.id, Verdict(ItemState.FAILED, reason, detail), self.now()
+            ),
+            release=lambda: self.queue.release_item(item.id, self.now()),
+        )
 
     # --- one sequence ---------------------------------------------------------------------
 
     def _finish(self, seq: SequenceRow, token: str) -> None:
         service, graph = self._clients(token)
         try:
+            video = self.queue.video_handle(seq.id)
+            if video is not None:
+                cluster = graph.finish_upload(
+                    video, VIDEO_FILE_TYPE, self.endpoints.organization_id
+                )
+                self.queue.sequence_done(seq.id, cluster, self.now())
+                log.info("video_sequence_uploaded", sequence=seq.id, cluster_id=cluster)
+                return
             handle = seq.manifest_handle
             if handle is None:
                 manifest = manifest_bytes(self.queue.image_handles(seq.id))

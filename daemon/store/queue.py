@@ -557,6 +557,14 @@ class Queue:
         ).fetchall()
         return [r["handle"] for r in rows]
 
+    def video_handle(self, seq_id: str) -> str | None:
+        """The handle of the sequence's video when it is a video sequence (else None)."""
+        row = self.conn.execute(
+            "SELECT handle FROM items WHERE sequence_id = ? AND kind = 'video' AND state IN (?, ?)",
+            (seq_id, ItemState.UPLOADED, ItemState.DONE),
+        ).fetchone()
+        return None if row is None else str(row["handle"])
+
     def manifest_uploaded(self, seq_id: str, key: str, handle: str, now: float) -> None:
         with db.write(self.conn) as c:
             c.execute(
