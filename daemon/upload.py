@@ -204,12 +204,13 @@ class Uploader:
     # --- one image ------------------------------------------------------------------------
 
     def _upload_item(self, item: Item, token: str) -> None:
-        if item.kind == "video":
-            self._upload_video(item, token)
-            return
-        log_ = log.bind(item=item.id, path=item.source_path)
+        """Upload one claimed image or video and record its handle, or why not (the file is
+        gone: wait for it; it is unusable: reject it; the exchange failed: retry or hold)."""
         try:
-            payload = prepare_image(item)
+            if item.kind == "video":
+                key, handle, offset = self._send_video(item, token)
+            else:
+                key, handle, offset = self._send_image(item, token)
         except FileNotFoundError:
             self._wait_for_source(item)
             return
@@ -217,54 +218,35 @@ class Uploader:
             self.queue.item_failed(
                 item.id, Verdict(ItemState.REJECTED, exc.reason, str(exc)), self.now()
             )
-            log_.warning("image_rejected_at_upload", reason=exc.reason, detail=str(exc))
+            log.warning("rejected_at_upload", item=item.id, reason=exc.reason, detail=str(exc))
             return
-        key = session_key(hashlib.md5(payload).hexdigest(), ".jpg")
-        service, _ = self._clients(token)
-        try:
-            offset = service.fetch_offset(key)
-            handle = service.upload(key, payload, offset)
         except UploadError as exc:
             self._retry_or_give_up_item(item, exc, token)
             return
         self.queue.item_uploaded(item.id, key, handle, self.now())
         self.wake.set()  # its sequence may now be ready to finish
-        log_.debug("image_uploaded", session_key=key, resumed_at=offset or None)
+        log.debug("uploaded", item=item.id, session_key=key, resumed_at=offset or None)
 
-    def _upload_video(self, item: Item, token: str) -> None:
+    def _send_image(self, item: Item, token: str) -> tuple[str, str, int]:
+        payload = prepare_image(item)
+        key = session_key(hashlib.md5(payload).hexdigest(), ".jpg")
+        service, _ = self._clients(token)
+        offset = service.fetch_offset(key)
+        return key, service.upload(key, payload, offset), offset
+
+    def _send_video(self, item: Item, token: str) -> tuple[str, str, int]:
         """Stream the video as the CAMM MP4 Mapillary expects, straight from the source file:
         no temporary copy, so memory stays flat whatever the size. The session key is the
         md5 of that stream (one read pass), so a resumed upload continues the same session."""
-        log_ = log.bind(item=item.id, path=item.source_path)
         name = os.path.basename(item.source_path)
-        try:
-            with open(item.data_path, "rb") as source:
-                vt = read_video_fileobj(source, item.data_path)
-                plan = plan_camm_mp4(
-                    source, name, vt.timed, info=vt.info, make=vt.make, model=vt.model
-                )
-                stream = CammStream(plan, source)
-                key = session_key(md5_of(stream), ".mp4")
-                service, _ = self._clients(token)
-                try:
-                    offset = service.fetch_offset(key)
-                    stream.seek(offset)
-                    handle = service.upload(key, stream, offset)
-                except UploadError as exc:
-                    self._retry_or_give_up_item(item, exc, token)
-                    return
-        except FileNotFoundError:
-            self._wait_for_source(item)
-            return
-        except ItemError as exc:
-            self.queue.item_failed(
-                item.id, Verdict(ItemState.REJECTED, exc.reason, str(exc)), self.now()
-            )
-            log_.warning("video_rejected_at_upload", reason=exc.reason, detail=str(exc))
-            return
-        self.queue.item_uploaded(item.id, key, handle, self.now())
-        self.wake.set()
-        log_.info("video_uploaded", session_key=key, bytes=plan.size, resumed_at=offset or None)
+        with open(item.data_path, "rb") as source:
+            vt = read_video_fileobj(source, item.data_path)
+            plan = plan_camm_mp4(source, name, vt.timed, info=vt.info, make=vt.make, model=vt.model)
+            stream = CammStream(plan, source)
+            key = session_key(md5_of(stream), ".mp4")
+            service, _ = self._clients(token)
+            offset = service.fetch_offset(key)
+            return key, service.upload(key, stream, offset), offset
 
     def _wait_for_source(self, item: Item) -> None:
         """The file is gone (card pulled, drop folder emptied): wait for it, never fail."""
