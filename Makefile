@@ -42,9 +42,10 @@ lint: venv
 	$(BIN)/ruff format --check daemon tests bench
 	$(BIN)/mypy --strict daemon
 
-## bench: mapillaryd against mapillary_tools on the same sandbox, ratios printed
+## bench: mapillaryd against mapillary_tools: upload on the same sandbox, then the processing stage
 bench: venv venv-mt
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench process $(PROCESS_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENV_MT) .mypy_cache .ruff_cache out

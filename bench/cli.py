@@ -1,4 +1,7 @@
-"""``python -m bench``: both contenders, the same drive, the table; exit 1 if either is wrong."""
+"""``python -m bench``: both contenders, the same drive, the table; exit 1 if either is wrong.
+
+``python -m bench process …`` runs the processing-stage bench instead (:mod:`bench.process_bench`).
+"""
 
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="mapillaryd against mapillary_tools 0.14.7 on the same local sandbox.",
+        epilog="`python -m bench process --help`: the processing-stage bench.",
     )
     parser.add_argument("--frames", type=int, default=1000, help="frames in the drive (1000)")
     parser.add_argument(
@@ -64,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["process"]:
+        from bench.process_bench import main as process_main
+
+        return process_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.frames < 1 or args.repeat < 1:
         print("bench: --frames and --repeat must be at least 1", file=sys.stderr)
