@@ -31,6 +31,7 @@ DEFAULT_GRAPH_ENDPOINT = "https://graph.mapillary.com"
 
 IngestMode = Literal["copy", "in_place"]
 GeotagSourceName = Literal["exif", "gpx", "nmea"]
+VideoMode = Literal["native", "frames"]
 LogFormat = Literal["auto", "json", "console"]
 
 
@@ -73,6 +74,13 @@ class WatchConfig:
     use_gps_start_time: bool = False
     #: Degrees added to every heading (a camera mounted sideways: 90).
     offset_angle: float = 0.0
+    #: Videos: "native" (uploaded as they are, with a CAMM GPS track; the server samples them)
+    #: or "frames" (sampled here with ffmpeg and uploaded as an image sequence).
+    video: VideoMode = "native"
+    #: With "frames": a frame every this many metres (mapillary_tools' default 3 m)…
+    video_sample_distance: float = 3.0
+    #: …or, when set, every this many seconds instead.
+    video_sample_interval: float | None = None
 
 
 @dataclass(frozen=True)
@@ -424,6 +432,9 @@ def _build_watches(raw: object, problems: list[str], base_dir: Path) -> list[Wat
             auto_offset=auto,
             use_gps_start_time=s.get("use_gps_start_time", bool, False),
             offset_angle=s.get("offset_angle", float, 0.0),
+            video=cast(VideoMode, s.choice("video", ("native", "frames"), "native")),
+            video_sample_distance=s.get("video_sample_distance", float, 3.0, _positive),
+            video_sample_interval=s.get("video_sample_interval", float, 0.0, _positive) or None,
         )
         s.finish()
         watches.append(w)

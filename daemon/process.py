@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 
 import structlog
 
@@ -21,10 +22,12 @@ from daemon.geo.privacy import Zone
 from daemon.geo.sequence import SequenceOptions
 from daemon.geo.video_limits import VideoPoint, check_video
 from daemon.geotag import GeotagOptions, Photo, load_source
+from daemon.ingest import read_outcome
 from daemon.media.exif import ExifFacts
+from daemon.media.sampling import FfmpegMissingError, sample_video
 from daemon.media.video import read_video_track
 from daemon.processing import Input, ProcessOptions, process
-from daemon.store.queue import Item, ItemState, Placement, Queue, Verdict
+from daemon.store.queue import Item, ItemState, Metadata, NewFile, Placement, Queue, Verdict
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +72,42 @@ def _cut_videos(queue: Queue, batch_id: int, videos: list[Item], cfg: Config, no
         sequences.append((sequence_id([item.sha256]), [placement]))
     queue.assign_sequences(batch_id, sequences, rejected, now)
     log.info("videos_processed", batch=batch_id, native=len(sequences), refused=len(rejected))
+
+
+def _sample_videos(
+    queue: Queue, batch_id: int, videos: list[Item], cfg: Config, watch: WatchConfig, now: float
+) -> None:
+    """``video = "frames"``: sample each video with ffmpeg into geotagged JPEGs in the spool and
+    add them to this batch as images (privacy zones, duplicates and cuts then apply to them as
+    to any photo). Without ffmpeg the videos are held, not failed."""
+    verdicts = []
+    for item in videos:
+        out = cfg.state.spool_dir / "frames" / item.sha256[:32]
+        try:
+            paths = sample_video(
+                Path(item.data_path),
+                out,
+                distance_m=None if watch.video_sample_interval else watch.video_sample_distance,
+                interval_s=watch.video_sample_interval,
+            )
+        except FfmpegMissingError as exc:
+            verdicts.append((item.id, Verdict(ItemState.HELD, exc.reason, str(exc))))
+            continue
+        except ItemError as exc:
+            verdicts.append((item.id, Verdict(ItemState.REJECTED, exc.reason, str(exc))))
+            continue
+        frames = []
+        for p in paths:
+            meta = read_outcome("image", str(p), p.name, UTC)
+            if isinstance(meta, Metadata):
+                st = p.stat()
+                sha = hashlib.sha256(p.read_bytes()).hexdigest()
+                f = NewFile(item.watch, str(p), st.st_size, st.st_mtime_ns, sha, "image", str(p))
+                frames.append((f, meta))
+        added = queue.add_frames(batch_id, item.id, frames, now)
+        log.info("video_sampled", item=item.id, path=item.source_path, frames=added)
+    if verdicts:
+        queue.assign_sequences(batch_id, [], verdicts, now)
 
 
 def sequence_id(shas: list[str]) -> str:
@@ -134,13 +173,16 @@ def cut_batch(queue: Queue, batch_id: int, cfg: Config, now: float) -> int:
     items = queue.ingested_items(batch_id)
     if not items:
         return 0
+    watch = next((w for w in cfg.watches if str(w.path) == items[0].watch), None)
     videos = [i for i in items if i.kind == "video"]
-    items = [i for i in items if i.kind != "video"]
-    if videos:
+    if videos and watch is not None and watch.video == "frames":
+        _sample_videos(queue, batch_id, videos, cfg, watch, now)
+        videos = []
+    elif videos:
         _cut_videos(queue, batch_id, videos, cfg, now)
+    items = [i for i in queue.ingested_items(batch_id) if i.kind != "video"]
     if not items:
         return len(videos)
-    watch = next((w for w in cfg.watches if str(w.path) == items[0].watch), None)
     opts = options_for(cfg, watch)
     data = [load_source(source) for source in opts.sources]
     outcome = process([input_of(i) for i in items], opts, data)

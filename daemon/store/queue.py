@@ -41,6 +41,8 @@ class ItemState(StrEnum):
     QUARANTINED = "quarantined"
     HELD = "held"
     FAILED = "failed"
+    #: A video sampled into frames; its frames carry on as images.
+    SAMPLED = "sampled"
 
 
 class SequenceState(StrEnum):
@@ -405,6 +407,35 @@ class Queue:
                 assert item is not None
                 self._occurrence(f, item, now)
             return len(fresh)
+
+    def add_frames(
+        self,
+        batch_id: int,
+        video_id: int,
+        frames: Sequence[tuple[NewFile, Metadata]],
+        now: float,
+    ) -> int:
+        """Record a video's sampled frames as ingested images of ``batch_id`` and mark the video
+        sampled, in one transaction; return how many frames were new."""
+        with db.write(self.conn) as c:
+            added = 0
+            for f, meta in frames:
+                if c.execute("SELECT 1 FROM items WHERE sha256 = ?", (f.sha256,)).fetchone():
+                    continue
+                values: dict[str, Any] = {
+                    "sha256": f.sha256, "kind": f.kind, "size": f.size,
+                    "source_path": f.source_path, "data_path": f.data_path, "watch": f.watch,
+                    "batch_id": batch_id, "state": ItemState.INGESTED, "created_at": now,
+                    "updated_at": now, **vars(meta),
+                }  # fmt: skip
+                cols, marks = ", ".join(values), ", ".join("?" for _ in values)
+                c.execute(f"INSERT INTO items ({cols}) VALUES ({marks})", tuple(values.values()))
+                added += 1
+            c.execute(
+                "UPDATE items SET state = ?, reason = ?, detail = ?, updated_at = ? WHERE id = ?",
+                (ItemState.SAMPLED, "sampled_into_frames", f"{len(frames)} frames", now, video_id),
+            )
+            return added
 
     def requeue_held(self, watch: str, reasons: Iterable[str], now: float) -> int:
         """Give held items of ``watch`` with one of ``reasons`` back to processing, in a fresh

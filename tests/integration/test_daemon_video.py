@@ -12,10 +12,13 @@ import io
 import shutil
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from daemon.config import load_config
+from daemon.geo.track import TrackFix, locate
 from daemon.media.camm import camm_track
 from daemon.media.video import read_video_track
 from daemon.sandbox import Sandbox
@@ -71,3 +74,51 @@ def test_a_power_cut_recording_is_quarantined(tmp_path: Path, sandbox: Sandbox) 
     assert row["reason"] == "truncated_mp4"
     assert "CUT_0001.MP4" in row["detail"]
     assert sandbox.clusters() == []
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+def test_frames_mode_uploads_an_image_sequence_on_the_track(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """``video = "frames"``: the video is sampled every 3 m into geotagged JPEGs that become
+    one image sequence; each frame carries the track's position at its time."""
+    if not MAX.exists():
+        pytest.skip("corpus video missing")
+    card = tmp_path / "card"
+    card.mkdir()
+    config = tmp_path / "frames.toml"
+    config.write_text(
+        f"""[state]
+dir = "{tmp_path / "state"}"
+[[watch]]
+path = "{card}"
+video = "frames"
+video_sample_distance = 3.0
+[mapillary]
+upload_endpoint = "{sandbox.upload_endpoint}"
+graph_endpoint = "{sandbox.graph_endpoint}"
+[process]
+time_zone = "UTC"
+batch_quiet_seconds = 1
+""",
+        encoding="utf-8",
+    )
+    cfg = load_config(config, env={"MAPILLARY_TOKEN": TOKEN})
+    with running(cfg):
+        shutil.copy(MAX, card / "GX010002.MP4")
+        wait_until(lambda: counts(cfg)["sampled"] == 1, 120, "the video to be sampled")
+        wait_until(
+            lambda: counts(cfg)["done"] >= 2 and counts(cfg)["queued"] == 0, 120, "frames uploaded"
+        )
+    clusters = sandbox.clusters()
+    assert [c["file_type"] for c in clusters] == ["mly_bundle_manifest"]
+    images = clusters[0]["images"]
+    assert len(images) == counts(cfg)["done"] >= 2
+    track = read_video_track(MAX).track
+    for img in images:
+        d = img["description"]
+        assert d["MAPFilename"].startswith("GX010002_")
+        when = datetime.strptime(d["MAPCaptureTime"] + "+0000", "%Y_%m_%d_%H_%M_%S_%f%z")
+        fix = locate(track, when, tolerance_s=0.01)
+        assert isinstance(fix, TrackFix)
+        assert abs(fix.lat - d["MAPLatitude"]) < 1e-5 and abs(fix.lon - d["MAPLongitude"]) < 1e-5
