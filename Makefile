@@ -42,10 +42,12 @@ lint: venv
 	$(BIN)/ruff format --check daemon tests bench
 	$(BIN)/mypy --strict daemon
 
-## bench: mapillaryd against mapillary_tools: upload on the same sandbox, then the processing stage
+## bench: mapillaryd against mapillary_tools: upload on the same sandbox, then the processing stage;
+##        then peak RSS streaming a 4 GiB video upload (VIDEO_BENCH_ARGS="--size-gb 0.5" for less)
 bench: venv venv-mt
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(BIN)/python -m bench process $(PROCESS_BENCH_ARGS)
+	$(BIN)/python -m bench video $(VIDEO_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENV_MT) .mypy_cache .ruff_cache out

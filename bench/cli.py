@@ -1,6 +1,7 @@
 """``python -m bench``: both contenders, the same drive, the table; exit 1 if either is wrong.
 
-``python -m bench process …`` runs the processing-stage bench instead (:mod:`bench.process_bench`).
+``python -m bench process …`` runs the processing-stage bench instead (:mod:`bench.process_bench`),
+``python -m bench video …`` the video-upload memory bench (:mod:`bench.video_bench`).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="mapillaryd against mapillary_tools 0.14.7 on the same local sandbox.",
-        epilog="`python -m bench process --help`: the processing-stage bench.",
+        epilog="`python -m bench process --help`: the processing-stage bench;"
+        " `python -m bench video --help`: memory while streaming a multi-GB video upload.",
     )
     parser.add_argument("--frames", type=int, default=1000, help="frames in the drive (1000)")
     parser.add_argument(
@@ -73,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.process_bench import main as process_main
 
         return process_main(argv[1:])
+    if argv[:1] == ["video"]:
+        from bench.video_bench import main as video_main
+
+        return video_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.frames < 1 or args.repeat < 1:
         print("bench: --frames and --repeat must be at least 1", file=sys.stderr)
