@@ -276,8 +276,9 @@ def _from_track(
 ) -> tuple[dict[str, Placed | Refused], list[str]]:
     out: dict[str, Placed | Refused] = {}
     timed = [p for p in photos if p.facts is not None and p.facts.capture_time is not None]
+    timed_keys = {p.key for p in timed}
     for p in photos:
-        if p not in timed:
+        if p.key not in timed_keys:
             out[p.key] = Refused("no_time", f"{p.name}: no capture time in EXIF to match the track")
     if not timed:
         return out, []
