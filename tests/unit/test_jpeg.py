@@ -222,3 +222,23 @@ def test_payload_must_be_tiff() -> None:
 def test_replace_rejects_a_broken_header() -> None:
     with pytest.raises(CorruptMediaError, match=r"x\.jpg: not a JPEG"):
         replace_exif_segment(b"nope", TIFF, name="x.jpg")
+
+
+def _pillow_jpeg(progressive: bool) -> bytes:
+    image = Image.open(io.BytesIO(jpeg_bytes(7, size=(320, 240))))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=85, progressive=progressive)
+    return out.getvalue()
+
+
+def test_truncation_is_caught_on_both_the_sequential_and_the_progressive_path() -> None:
+    """Sequential single-scan files take the fast end-of-image search, progressive ones the
+    full walk; a file cut anywhere after its header is refused by either."""
+    for progressive in (False, True):
+        data = _pillow_jpeg(progressive)
+        check_jpeg(data, "whole.jpg")
+        check_jpeg(data + b"\x00" * 64 + b"trailer video bytes", "trailer.jpg")
+        header_end = data.index(b"\xff\xda")
+        for cut in range(header_end + 20, len(data) - 1, max(1, len(data) // 40)):
+            with pytest.raises(CorruptMediaError, match="truncated"):
+                check_jpeg(data[:cut], "cut.jpg")
