@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.args import add_run_options
 from bench.contenders import (
     BATCH_QUIET_SECONDS,
-    DEFAULT_MAPILLARY_TOOLS,
     MAPILLARY_TOOLS,
     MAPILLARYD,
     POLL_SECONDS,
@@ -49,23 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         " `python -m bench video --help`: memory while streaming a multi-GB video upload.",
     )
     parser.add_argument("--frames", type=int, default=1000, help="frames in the drive (1000)")
-    parser.add_argument(
-        "--repeat", type=int, default=1, help="runs per contender, alternating; medians (1)"
-    )
-    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="write figures")
-    parser.add_argument(
-        "--timeout", type=float, default=600.0, help="give up on one run after this many s (600)"
-    )
-    parser.add_argument(
-        "--keep", type=Path, default=None, metavar="DIR", help="work in DIR and keep it"
-    )
-    parser.add_argument(
-        "--mapillary-tools",
-        type=Path,
-        default=DEFAULT_MAPILLARY_TOOLS,
-        metavar="PATH",
-        help=f"the mapillary_tools executable (default {DEFAULT_MAPILLARY_TOOLS})",
-    )
+    add_run_options(parser)
     return parser
 
 

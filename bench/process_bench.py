@@ -40,9 +40,9 @@ from typing import Any
 import piexif
 from PIL import Image
 
+from bench.args import add_run_options
 from bench.cli import _version
 from bench.contenders import (
-    DEFAULT_MAPILLARY_TOOLS,
     MAPILLARY_TOOLS,
     MAPILLARYD,
     base_env,
@@ -390,10 +390,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--frames", type=int, default=1000, help="frames per drive (1000)")
     parser.add_argument(
-        "--repeat", type=int, default=1, help="runs per contender, alternating; medians (1)"
-    )
-    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="write figures")
-    parser.add_argument(
         "--scenario",
         choices=SCENARIOS,
         action="append",
@@ -406,25 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="frame size WxH (4032x3024)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=600.0, help="give up on one run after this many s (600)"
-    )
-    parser.add_argument(
-        "--keep", type=Path, default=None, metavar="DIR", help="work in DIR and keep it"
-    )
-    parser.add_argument(
-        "--mapillary-tools",
-        type=Path,
-        default=DEFAULT_MAPILLARY_TOOLS,
-        metavar="PATH",
-        help=f"the mapillary_tools executable (default {DEFAULT_MAPILLARY_TOOLS})",
-    )
-    parser.add_argument(
         "--mapillaryd",
         type=Path,
         default=None,
         metavar="PATH",
         help="the mapillaryd executable (default: this virtualenv's), e.g. another build's",
     )
+    add_run_options(parser)
     return parser
 
 
