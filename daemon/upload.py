@@ -136,14 +136,12 @@ class Uploader:
         stop: threading.Event,
         *,
         rng: random.Random | None = None,
-        on_done: Callable[[], None] | None = None,
         wake: threading.Event | None = None,
         spool: Path | None = None,
     ) -> None:
         self.queue, self.endpoints, self.upstream = queue, endpoints, upstream
         self.clock, self.policy, self.owner, self.stop = clock, policy, owner, stop
         self.rng = rng or random.Random()
-        self.on_done = on_done
         #: Set by whoever makes work due (a batch cut, an image uploaded); idle workers wait on
         #: it instead of sleeping a whole idle period. Stopping sets it too.
         self.wake = wake or threading.Event()
@@ -315,8 +313,6 @@ class Uploader:
         if self.spool is not None:
             spool.release(self.spool, self.queue.data_paths(seq.id))
         log.info("sequence_uploaded", sequence=seq.id, images=seq.image_count, cluster_id=cluster)
-        if self.on_done is not None:
-            self.on_done()
 
     # --- failures -------------------------------------------------------------------------
 

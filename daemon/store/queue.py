@@ -640,14 +640,13 @@ class Queue:
         reason: str,
         detail: str,
         now: float,
-        *,
-        count_attempt: bool = True,
     ) -> None:
+        """Release a claimed sequence, due again at ``next_attempt_at``, saying why it waits."""
         with db.write(self.conn) as c:
             c.execute(
                 "UPDATE sequences SET lease_owner = NULL, next_attempt_at = ?,"
-                " attempts = attempts + ?, reason = ?, detail = ?, updated_at = ? WHERE id = ?",
-                (next_attempt_at, 1 if count_attempt else 0, reason, detail, now, seq_id),
+                " attempts = attempts + 1, reason = ?, detail = ?, updated_at = ? WHERE id = ?",
+                (next_attempt_at, reason, detail, now, seq_id),
             )
 
     def sequence_failed(self, seq_id: str, verdict: Verdict, now: float) -> None:
