@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from daemon.diskspace import DiskFull, is_full_error
 from daemon.errors import StateError
 
 BUSY_TIMEOUT_MS = 30_000
@@ -105,6 +106,25 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE batches ADD COLUMN notes TEXT
     """,
+    # 3: pulled cards and freeing them. The volume (card identity, daemon/volumes.py) each file
+    # was found on, the volume an item whose source vanished waits for, and what was freed.
+    """
+    ALTER TABLE occurrences ADD COLUMN volume TEXT;
+    ALTER TABLE items ADD COLUMN wait_volume TEXT;
+    CREATE TABLE freed (
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL,
+        item_id INTEGER NOT NULL REFERENCES items (id),
+        sha256 TEXT NOT NULL,
+        volume TEXT NOT NULL,
+        action TEXT NOT NULL,
+        moved_to TEXT,
+        outcome TEXT NOT NULL,
+        detail TEXT,
+        at REAL NOT NULL
+    );
+    CREATE INDEX freed_path ON freed (path, item_id)
+    """,
 )
 
 
@@ -127,6 +147,8 @@ def connect(path: Path) -> sqlite3.Connection:
         migrate(conn)
     except sqlite3.DatabaseError as exc:
         raise StateError(f"{path}: cannot use the queue database: {exc}") from exc
+    except DiskFull as exc:
+        raise StateError(f"{path}: cannot migrate the queue database: {exc}") from exc
     except OSError as exc:
         raise StateError(f"{path}: cannot create the state directory: {exc.strerror}") from exc
     return conn
@@ -150,11 +172,27 @@ def migrate(conn: sqlite3.Connection) -> None:
 
 @contextmanager
 def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """A ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on any exception."""
-    conn.execute("BEGIN IMMEDIATE")
+    """A ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on any exception.
+
+    Raise :class:`daemon.diskspace.DiskFull` when the disk holding the database is full
+    (``SQLITE_FULL``): the transaction is rolled back whole, nothing half-written remains, and
+    the caller can hold its work until space returns.
+    """
     try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:  # SQLITE_FULL mid-statement may have rolled it back
+                conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            if conn.in_transaction:  # SQLite may or may not have rolled back on its own
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        if is_full_error(exc):
+            raise DiskFull("the queue database", f"its disk is full ({exc})") from exc
         raise
-    conn.execute("COMMIT")
