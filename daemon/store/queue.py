@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -43,6 +43,9 @@ class ItemState(StrEnum):
     FAILED = "failed"
     #: A video sampled into frames; its frames carry on as images.
     SAMPLED = "sampled"
+    #: Its file vanished (card pulled) before it was uploaded: it waits for the volume
+    #: ``wait_volume`` to come back, then is queued again. Never done, never failed.
+    SOURCE_MISSING = "source_missing"
 
 
 class SequenceState(StrEnum):
@@ -141,6 +144,24 @@ class NewFile:
     sha256: str
     kind: str
     data_path: str
+    #: The identity of the volume (card) it was found on (see daemon/volumes.py), if known.
+    volume: str | None = None
+
+
+@dataclass(frozen=True)
+class FreeCandidate:
+    """A file on a card whose content is durably done: it may be freed, after checks."""
+
+    path: str
+    item_id: int
+    sha256: str
+    size: int
+    mtime_ns: int
+    volume: str
+    #: The id of a ``freed`` row left ``pending`` by an interrupted freeing, if any.
+    pending_id: int | None
+    pending_action: str | None
+    pending_moved_to: str | None
 
 
 @dataclass(frozen=True)
@@ -221,11 +242,11 @@ class Queue:
 
     def _occurrence(self, f: NewFile, item_id: int, now: float) -> None:
         self.conn.execute(
-            "INSERT INTO occurrences (path, size, mtime_ns, item_id, seen_at)"
-            " VALUES (?, ?, ?, ?, ?)"
+            "INSERT INTO occurrences (path, size, mtime_ns, item_id, seen_at, volume)"
+            " VALUES (?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,"
-            " item_id = excluded.item_id, seen_at = excluded.seen_at",
-            (f.source_path, f.size, f.mtime_ns, item_id, now),
+            " item_id = excluded.item_id, seen_at = excluded.seen_at, volume = excluded.volume",
+            (f.source_path, f.size, f.mtime_ns, item_id, now, f.volume),
         )
 
     def _open_batch(self, watch: str, now: float) -> int:
@@ -745,6 +766,193 @@ class Queue:
     def sequences(self) -> list[SequenceRow]:
         rows = self.conn.execute("SELECT * FROM sequences ORDER BY created_at, id").fetchall()
         return [_sequence(r) for r in rows]
+
+    # --- pulled cards ---------------------------------------------------------------------
+
+    def item_source_missing(self, item_id: int, detail: str, now: float) -> None:
+        """A claimed item's file is gone (card pulled): it waits for the volume its file was
+        found on (``wait_volume``), released from its lease, attempts not counted."""
+        with db.write(self.conn) as c:
+            c.execute(
+                "UPDATE items SET state = ?, lease_owner = NULL, reason = ?, detail = ?,"
+                " wait_volume = (SELECT o.volume FROM occurrences o"
+                " WHERE o.path = items.source_path),"
+                " updated_at = ? WHERE id = ?",
+                (ItemState.SOURCE_MISSING, "source_missing", detail, now, item_id),
+            )
+
+    def mark_source_missing_under(
+        self, watch: str, root: str, volume: str | None, now: float
+    ) -> int:
+        """The volume at ``root`` went away: queued items of ``watch`` whose bytes are read
+        from under ``root`` (in place, videos) wait for ``volume`` instead of being claimed and
+        failing one by one, or worse, read from another card mounted at the same place.
+        Return how many."""
+        prefix = root.rstrip("/") + "/"
+        with db.write(self.conn) as c:
+            return c.execute(
+                "UPDATE items SET state = ?, reason = ?, detail = ?, wait_volume = ?,"
+                " updated_at = ? WHERE watch = ? AND state = ? AND substr(data_path, 1, ?) = ?",
+                (
+                    ItemState.SOURCE_MISSING,
+                    "source_missing",
+                    f"{root} went away; waiting for its volume to come back",
+                    volume,
+                    now,
+                    watch,
+                    ItemState.QUEUED,
+                    len(prefix),
+                    prefix,
+                ),
+            ).rowcount
+
+    def resume_source_missing(
+        self, watch: str, volume: str | None, present: Callable[[str, int], bool], now: float
+    ) -> int:
+        """Queue again the items of ``watch`` that wait for ``volume`` (or for no volume in
+        particular) and whose file ``present(data_path, size)`` says is back; return how many.
+        Items waiting for another volume keep waiting: a different card at the same mount point
+        is not the one their bytes are on."""
+        rows = self.conn.execute(
+            "SELECT id, data_path, size, wait_volume FROM items WHERE watch = ? AND state = ?",
+            (watch, ItemState.SOURCE_MISSING),
+        ).fetchall()
+        back = [
+            r["id"]
+            for r in rows
+            if (r["wait_volume"] is None or r["wait_volume"] == volume)
+            and present(r["data_path"], r["size"])
+        ]
+        if not back:
+            return 0
+        with db.write(self.conn) as c:
+            c.executemany(
+                "UPDATE items SET state = ?, reason = NULL, detail = NULL, wait_volume = NULL,"
+                " next_attempt_at = 0, updated_at = ? WHERE id = ? AND state = ?",
+                [(ItemState.QUEUED, now, i, ItemState.SOURCE_MISSING) for i in back],
+            )
+        return len(back)
+
+    def release_owned(self, owner_prefix: str, now: float) -> int:
+        """Give back every image and sequence leased by an owner whose name starts with
+        ``owner_prefix`` (a worker that crashed or did not stop in time); return how many."""
+        like = owner_prefix.replace("%", "").replace("_", "") + "%"
+        with db.write(self.conn) as c:
+            n = c.execute(
+                "UPDATE items SET state = ?, lease_owner = NULL, updated_at = ?"
+                " WHERE state = ? AND lease_owner LIKE ?",
+                (ItemState.QUEUED, now, ItemState.UPLOADING, like),
+            ).rowcount
+            n += c.execute(
+                "UPDATE sequences SET lease_owner = NULL WHERE lease_owner LIKE ?", (like,)
+            ).rowcount
+            return n
+
+    # --- wall-clock jumps -----------------------------------------------------------------
+
+    def shift_schedule(self, delta: float) -> int:
+        """The wall clock jumped by ``delta`` seconds: move every stored wall-clock deadline
+        (retry times, open batches' quiet windows) with it, so each wait keeps the length it
+        had — no hang after a jump back, no burst after a jump forward. Return rows moved."""
+        with db.write(self.conn) as c:
+            n = c.execute(
+                "UPDATE items SET next_attempt_at = next_attempt_at + ? WHERE next_attempt_at > 0",
+                (delta,),
+            ).rowcount
+            n += c.execute(
+                "UPDATE sequences SET next_attempt_at = next_attempt_at + ?"
+                " WHERE next_attempt_at > 0",
+                (delta,),
+            ).rowcount
+            n += c.execute(
+                "UPDATE batches SET last_added_at = last_added_at + ? WHERE closed_at IS NULL",
+                (delta,),
+            ).rowcount
+            return n
+
+    def clamp_schedule(self, now: float, horizon: float) -> int:
+        """Deadlines further than ``horizon`` seconds ahead (stored before the clock was set
+        back while the daemon was down) are due now instead of years from now; return how
+        many."""
+        limit = now + horizon
+        with db.write(self.conn) as c:
+            n = c.execute(
+                "UPDATE items SET next_attempt_at = ? WHERE next_attempt_at > ?", (now, limit)
+            ).rowcount
+            n += c.execute(
+                "UPDATE sequences SET next_attempt_at = ? WHERE next_attempt_at > ?", (now, limit)
+            ).rowcount
+            return n
+
+    # --- freeing cards --------------------------------------------------------------------
+
+    def freeable(self, root: str, limit: int = 100) -> list[FreeCandidate]:
+        """Files found under ``root`` (with a known volume) whose content is done, i.e. its
+        cluster id is committed, and that were not freed or deliberately kept yet."""
+        prefix = root.rstrip("/") + "/"
+        rows = self.conn.execute(
+            "SELECT o.path, o.size, o.mtime_ns, o.volume, i.id item_id, i.sha256,"
+            " (SELECT f.id FROM freed f WHERE f.path = o.path AND f.item_id = i.id"
+            "  AND f.outcome = 'pending' ORDER BY f.id DESC LIMIT 1) pending_id"
+            " FROM occurrences o JOIN items i ON i.id = o.item_id"
+            " WHERE i.state = ? AND o.volume IS NOT NULL AND substr(o.path, 1, ?) = ?"
+            " AND NOT EXISTS (SELECT 1 FROM freed f WHERE f.path = o.path AND f.item_id = i.id"
+            "  AND f.outcome != 'pending')"
+            " ORDER BY o.path LIMIT ?",
+            (ItemState.DONE, len(prefix), prefix, limit),
+        ).fetchall()
+        out = []
+        for r in rows:
+            action = moved_to = None
+            if r["pending_id"] is not None:
+                p = self.conn.execute(
+                    "SELECT action, moved_to FROM freed WHERE id = ?", (r["pending_id"],)
+                ).fetchone()
+                action, moved_to = p["action"], p["moved_to"]
+            out.append(
+                FreeCandidate(
+                    r["path"], r["item_id"], r["sha256"], r["size"], r["mtime_ns"], r["volume"],
+                    r["pending_id"], action, moved_to,
+                )
+            )  # fmt: skip
+        return out
+
+    def freeing_started(
+        self, c: FreeCandidate, action: str, moved_to: str | None, now: float
+    ) -> int:
+        """Durably note the intent to free ``c`` before touching the card; return its row id."""
+        with db.write(self.conn) as conn:
+            cur = conn.execute(
+                "INSERT INTO freed (path, item_id, sha256, volume, action, moved_to, outcome, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+                (c.path, c.item_id, c.sha256, c.volume, action, moved_to, now),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    def freeing_finished(self, row_id: int, outcome: str, detail: str, now: float) -> None:
+        """Record how a freeing ended: ``freed`` (deleted or moved) or ``kept`` (and why)."""
+        with db.write(self.conn) as c:
+            c.execute(
+                "UPDATE freed SET outcome = ?, detail = ?, at = ? WHERE id = ?",
+                (outcome, detail, now, row_id),
+            )
+
+    def freed_counts(self) -> dict[str, int]:
+        """Card files per freeing outcome (``freed``, ``kept``, ``pending``)."""
+        rows = self.conn.execute(
+            "SELECT outcome, count(*) n FROM freed GROUP BY outcome"
+        ).fetchall()
+        return {r["outcome"]: int(r["n"]) for r in rows}
+
+    def freed_rows(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The most recent freeing records, newest first."""
+        rows = self.conn.execute(
+            "SELECT path, action, moved_to, outcome, detail, at FROM freed"
+            " ORDER BY id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [dict(r) for r in rows]
 
 
 def _sequence(row: sqlite3.Row) -> SequenceRow:
