@@ -108,6 +108,10 @@ _ROUTES = (
     _route(r"/finish_upload", "/finish_upload"),
     _route(r"/me", "/me"),
     _route(r"/logging", "/logging"),
+    # The archive's Graph API and CDN (handlers added by daemon.sandbox.graph_archive).
+    _route(r"/images", "/images"),
+    _route(r"/image_ids", "/image_ids"),
+    _route(r"/cdn/(?P<cdn_path>.+)", "/cdn/{cdn_path}"),
     _route(r"/(?P<object_id>[^/_][^/]*)", "/{object_id}"),
 )
 
@@ -149,6 +153,15 @@ class SandboxApp:
             "POST /logging": self._logging,
             "GET /{object_id}": self._get_object,
         }
+        self._public: set[str] = set()
+
+    def add_routes(
+        self, routes: dict[str, Callable[[Request, Body], Reply]], *, public: tuple[str, ...] = ()
+    ) -> None:
+        """Add or replace route handlers (keys as :attr:`Request.route`); the ``public`` ones
+        are answered without a token (a CDN does not check the Graph token)."""
+        self._routes.update(routes)
+        self._public.update(public)
 
     def handle(self, request: Request, body: Body) -> Reply:
         """The reply to ``request``; raises :class:`Disconnect` when no reply should be sent."""
@@ -173,7 +186,7 @@ class SandboxApp:
             raise Disconnect(str(exc)) from exc
 
     def _authorized(self, request: Request) -> bool:
-        if request.route.startswith("GET /_sandbox/"):
+        if request.route.startswith("GET /_sandbox/") or request.route in self._public:
             return True
         scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
         token = token.strip()

@@ -178,6 +178,11 @@ class Sandbox:
         self.graph_endpoint = self.url
 
     @property
+    def app(self) -> SandboxApp:
+        """The route logic, for adding routes (e.g. :mod:`daemon.sandbox.graph_archive`)."""
+        return self._app
+
+    @property
     def faults(self) -> FaultHook:
         """The fault hook consulted at the start of every request (replaceable at run time)."""
         return self._app.faults
