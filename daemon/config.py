@@ -30,6 +30,7 @@ DEFAULT_UPLOAD_ENDPOINT = "https://rupload.facebook.com/mapillary_public_uploads
 DEFAULT_GRAPH_ENDPOINT = "https://graph.mapillary.com"
 
 IngestMode = Literal["copy", "in_place"]
+FreeCardMode = Literal["off", "delete", "move"]
 GeotagSourceName = Literal["exif", "gpx", "nmea"]
 VideoMode = Literal["native", "frames"]
 LogFormat = Literal["auto", "json", "console"]
@@ -42,6 +43,15 @@ class StateConfig:
     dir: Path
     spool_dir: Path
     log_dir: Path
+    #: Ingest holds (copies nothing more) while the spool's or the state dir's disk has less
+    #: than this many megabytes free; it resumes by itself once there is room again.
+    min_free_mb: float = 200.0
+    #: A state or spool dir on tmpfs/ramfs is refused (lost at power-off) unless this is true.
+    allow_tmpfs: bool = False
+
+    @property
+    def min_free_bytes(self) -> int:
+        return int(self.min_free_mb * 1_000_000)
 
     @property
     def database(self) -> Path:
@@ -57,6 +67,9 @@ class WatchConfig:
     #: "copy": copy each file into the spool (verified by hash) so the card can be pulled;
     #: "in_place": read the file where it is (drop folders on the same disk).
     ingest: IngestMode = "copy"
+    #: Free the card once a file's upload is confirmed: "delete" it, "move" it into
+    #: ``uploaded/`` on the card, or "off" (never touch the card). See daemon/freeing.py.
+    free_card: FreeCardMode = "off"
     #: A file is taken only when its size and mtime stayed unchanged this long (≥ 2 s: FAT
     #: timestamps have 2 s granularity), or it was closed after writing.
     settle_seconds: float = 2.0
@@ -390,8 +403,16 @@ def _build_state(s: _Section, env: Mapping[str, str], base_dir: Path) -> StateCo
     default_logs = Path(_first_dir(env.get("LOGS_DIRECTORY")) or platformdirs.user_log_dir(APP))
     spool = s.path("spool_dir", base_dir, state_dir / "spool") or state_dir / "spool"
     logs = s.path("log_dir", base_dir, default_logs) or default_logs
+    min_free_mb = s.get("min_free_mb", float, 200.0, _at_least(0))
+    allow_tmpfs = s.get("allow_tmpfs", bool, False)
     s.finish()
-    return StateConfig(dir=state_dir, spool_dir=spool, log_dir=logs)
+    return StateConfig(
+        dir=state_dir,
+        spool_dir=spool,
+        log_dir=logs,
+        min_free_mb=min_free_mb,
+        allow_tmpfs=allow_tmpfs,
+    )
 
 
 def _first_dir(value: str | None) -> str | None:
@@ -424,6 +445,7 @@ def _build_watches(raw: object, problems: list[str], base_dir: Path) -> list[Wat
             path=root,
             recursive=s.get("recursive", bool, True),
             ingest=cast(IngestMode, s.choice("ingest", ("copy", "in_place"), "copy")),
+            free_card=cast(FreeCardMode, s.choice("free_card", ("off", "delete", "move"), "off")),
             settle_seconds=s.get("settle_seconds", float, 2.0, _at_least(2)),
             time_zone=s.get("time_zone", str, "", _zone) or None,
             geotag_source=source,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -807,10 +807,11 @@ class Queue:
             ).rowcount
 
     def resume_source_missing(
-        self, watch: str, volume: str | None, present: Callable[[str, int], bool], now: float
+        self, watch: str, volumes: Collection[str], present: Callable[[str, int], bool], now: float
     ) -> int:
-        """Queue again the items of ``watch`` that wait for ``volume`` (or for no volume in
-        particular) and whose file ``present(data_path, size)`` says is back; return how many.
+        """Queue again the items of ``watch`` that wait for one of ``volumes`` (the identities
+        of the volume now at the root) or for no volume in particular, and whose file
+        ``present(data_path, size)`` says is back; return how many.
         Items waiting for another volume keep waiting: a different card at the same mount point
         is not the one their bytes are on."""
         rows = self.conn.execute(
@@ -820,7 +821,7 @@ class Queue:
         back = [
             r["id"]
             for r in rows
-            if (r["wait_volume"] is None or r["wait_volume"] == volume)
+            if (r["wait_volume"] is None or r["wait_volume"] in volumes)
             and present(r["data_path"], r["size"])
         ]
         if not back:
