@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from daemon import __version__, logsetup
+from daemon import __version__, control_commands, logsetup
 from daemon.config import Config, load_config
 from daemon.errors import FatalError
 from daemon.process_args import add_process_arguments, request_from
@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=60, help="frames in the synthetic drive")
     p.add_argument("--keep", type=Path, default=None, help="keep the demo's files in this folder")
     p.add_argument("--timeout", type=float, default=180.0, help="give up after this many seconds")
+    control_commands.add_commands(sub)
     return parser
 
 
@@ -93,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    handled = control_commands.dispatch(args)
+    if handled is not None:
+        return handled
     if args.command == "run":
         return cmd_run(load_config(args.config))
     if args.command == "status":
@@ -145,11 +149,11 @@ def cmd_status(cfg: Config, *, as_json: bool) -> int:
     from daemon.store.queue import Queue
 
     if not cfg.state.database.exists():
-        rep = empty_report("no queue yet: the daemon never ran")
+        rep = empty_report("no queue yet: the daemon never ran", cfg)
     else:
         q = Queue.open(cfg.state.database)
         try:
-            rep = report(q)
+            rep = report(q, cfg=cfg)
         finally:
             q.close()
     if as_json:

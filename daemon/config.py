@@ -172,6 +172,47 @@ class Config:
     scan: ScanConfig = ScanConfig()
     process: ProcessConfig = ProcessConfig()
     upload: UploadConfig = UploadConfig()
+CardFilter = Literal["camera", "label", "any"]
+DEFAULT_MOUNT_ROOTS = ("/media/*", "/media/*/*", "/run/media/*/*", "/Volumes/*")
+
+
+@dataclass(frozen=True)
+class MountRootConfig:
+    """Where removable cards get mounted (a glob over mount points, ``/media/*``), which of them
+    are taken, and the watch options each taken card gets (``watch.path`` is unused: the card's
+    mount point replaces it; a relative ``geotag_source_path`` is relative to the card)."""
+
+    pattern: str
+    watch: WatchConfig
+    #: "camera": a card with DCIM/ or a known dashcam folder, or a listed label; "label": only
+    #: listed labels; "any": every volume mounted under the root.
+    require: CardFilter = "camera"
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MountsConfig:
+    """Mount detection (off unless enabled or ``[[mount_root]]`` tables are given)."""
+
+    enabled: bool = False
+    roots: tuple[MountRootConfig, ...] = tuple(
+        MountRootConfig(pattern, WatchConfig(path=Path())) for pattern in DEFAULT_MOUNT_ROOTS
+    )
+    #: The mount table is re-read this often even without a change signal.
+    rescan_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """Optional pings: a webhook on failures needing attention, a heartbeat while healthy."""
+
+    webhook_url: str | None = None
+    #: At most one webhook call per this many seconds (more failures are summed into the next).
+    webhook_min_interval_seconds: float = 900.0
+    heartbeat_url: str | None = None
+    heartbeat_interval_seconds: float = 300.0
+
+
     log: LogConfig = LogConfig()
     privacy_zones: tuple[PrivacyZone, ...] = ()
 
@@ -185,6 +226,8 @@ def resolve_time_zone(name: str) -> tzinfo:
     if name == "local":
         return cast(tzinfo, tzlocal.get_localzone())
     return zoneinfo.ZoneInfo(name)
+    mounts: MountsConfig = MountsConfig()
+    notify: NotifyConfig = NotifyConfig()
 
 
 def default_config_path(env: Mapping[str, str]) -> Path:
@@ -346,6 +389,7 @@ def build_config(
     )
 
     s = _Section(_table(data, "scan", problems), "scan", problems)
+    known |= {"mounts", "mount_root", "notify"}
     scan = ScanConfig(interval_seconds=s.get("interval_seconds", float, 300.0, _at_least(1)))
     s.finish()
 
@@ -393,7 +437,17 @@ def build_config(
     if problems:
         raise ConfigError(source, problems)
     return Config(
-        source, state, tuple(watches), mapillary, scan, process, upload, log, tuple(zones)
+        source,
+        state,
+        tuple(watches),
+        mapillary,
+        scan,
+        process,
+        upload,
+        log,
+        tuple(zones),
+        mounts=mounts,
+        notify=notify,
     )
 
 
@@ -401,6 +455,8 @@ def _build_state(s: _Section, env: Mapping[str, str], base_dir: Path) -> StateCo
     default_state = Path(_first_dir(env.get("STATE_DIRECTORY")) or platformdirs.user_state_dir(APP))
     state_dir = s.path("dir", base_dir, default_state) or default_state
     default_logs = Path(_first_dir(env.get("LOGS_DIRECTORY")) or platformdirs.user_log_dir(APP))
+    mounts = _build_mounts(data, problems)
+    notify = _build_notify(_Section(_table(data, "notify", problems), "notify", problems))
     spool = s.path("spool_dir", base_dir, state_dir / "spool") or state_dir / "spool"
     logs = s.path("log_dir", base_dir, default_logs) or default_logs
     min_free_mb = s.get("min_free_mb", float, 200.0, _at_least(0))
@@ -522,3 +578,58 @@ def _build_mapillary(s: _Section, env: Mapping[str, str], base_dir: Path) -> Map
         token_from_env=env.get("MAPILLARY_TOKEN") or None,
         organization_id=org,
     )
+
+
+def _build_mounts(data: Mapping[str, Any], problems: list[str]) -> MountsConfig:
+    """``[mounts]`` and the ``[[mount_root]]`` tables (each: ``path`` a glob over mount points,
+    ``require``, ``labels``, and any ``[[watch]]`` key but ``path``)."""
+    s = _Section(_table(data, "mounts", problems), "mounts", problems)
+    raw = data.get("mount_root", [])
+    if not isinstance(raw, list):
+        problems.append(f"mount_root: expected [[mount_root]] tables, got {_describe(raw)}")
+        raw = []
+    enabled = s.get("enabled", bool, bool(raw))
+    rescan = s.get("rescan_seconds", float, 10.0, _at_least(1))
+    s.finish()
+    roots = []
+    for i, table in enumerate(raw):
+        if not isinstance(table, dict):
+            problems.append(f"mount_root[{i}]: expected a table, got {_describe(table)}")
+            continue
+        r = _Section(table, f"mount_root[{i}]", problems)
+        pattern = os.path.expanduser(r.get("path", str, ""))
+        if not pattern.startswith("/"):
+            r.problem("path", "required: an absolute pattern of mount points, such as /media/*")
+        require = cast(CardFilter, r.choice("require", ("camera", "label", "any"), "camera"))
+        labels = r.get("labels", list, [])
+        if not all(isinstance(x, str) for x in labels):
+            r.problem("labels", "expected an array of volume labels (strings)")
+            labels = []
+        if require == "label" and not labels:
+            r.problem("labels", 'required with require = "label"')
+        # The remaining keys are [[watch]] options, checked by the watch builder (relative
+        # paths stay relative: they are resolved against each card's mount point).
+        options = {k: v for k, v in table.items() if k not in ("path", "require", "labels")}
+        inner: list[str] = []
+        watches = _build_watches([{**options, "path": "."}], inner, Path())
+        problems += [p.replace("watch[0]", f"mount_root[{i}]", 1) for p in inner]
+        if watches:
+            roots.append(MountRootConfig(pattern, watches[0], require, tuple(labels)))
+    if raw:
+        return MountsConfig(enabled, tuple(roots), rescan)
+    return MountsConfig(enabled=enabled, rescan_seconds=rescan)
+
+
+def _build_notify(s: _Section) -> NotifyConfig:
+    cfg = NotifyConfig(
+        webhook_url=s.get("webhook_url", str, "", _optional_url) or None,
+        webhook_min_interval_seconds=s.get("webhook_min_interval_seconds", float, 900.0, _positive),
+        heartbeat_url=s.get("heartbeat_url", str, "", _optional_url) or None,
+        heartbeat_interval_seconds=s.get("heartbeat_interval_seconds", float, 300.0, _at_least(10)),
+    )
+    s.finish()
+    return cfg
+
+
+def _optional_url(value: str) -> str | None:
+    return _url(value) if value else None

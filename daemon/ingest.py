@@ -11,6 +11,11 @@ Order of steps, chosen so that a kill at any instant loses nothing and duplicate
 
 A crash between 1 and 3 leaves at most a spool file, which the next ingest of the same content
 reuses.
+
+Each occurrence records the identity of the volume it was found on (:mod:`daemon.volumes`),
+taken before and checked again after hashing: a card swapped meanwhile defers the file. A
+disk too full for the copy (or for the queue) raises :class:`daemon.diskspace.DiskFull` before
+anything is written, or as soon as the kernel says ``ENOSPC``; the caller holds and retries.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from typing import BinaryIO
 
 import structlog
 
+from daemon import volumes
 from daemon.clock import Clock
+from daemon.diskspace import DiskFull, is_full_error, room_for
 from daemon.errors import CorruptMediaError, ItemError
 from daemon.media.exif import read_exif_facts
 from daemon.media.jpeg import check_jpeg
@@ -81,9 +88,8 @@ def copy_to_spool(path: str, spool: Path) -> Hashed:
         with _open_source(path) as src, open(tmp, "wb") as dst:
             while chunk := _read_source(src, path):
                 digest.update(chunk)
-                dst.write(chunk)  # an OSError here is ours (disk full): it propagates
-            dst.flush()
-            os.fsync(dst.fileno())
+                _write_spool(dst, chunk, spool)
+            _write_spool(dst, b"", spool)
         if stat_file(path) != before:
             raise SourceChanged(f"{path}: changed while being copied")
         sha = digest.hexdigest()
@@ -96,6 +102,21 @@ def copy_to_spool(path: str, spool: Path) -> Hashed:
         return Hashed(sha, before[0], before[1], str(dest))
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _write_spool(dst: BinaryIO, chunk: bytes, spool: Path) -> None:
+    """Write ``chunk`` to the spool copy (an empty chunk: flush and fsync it). A full disk
+    becomes :class:`DiskFull`; any other OSError is ours too and propagates as is."""
+    try:
+        if chunk:
+            dst.write(chunk)
+        else:
+            dst.flush()
+            os.fsync(dst.fileno())
+    except OSError as exc:
+        if is_full_error(exc):
+            raise DiskFull(str(spool), f"no space left while copying ({exc.strerror})") from exc
+        raise
 
 
 def _open_source(path: str) -> BinaryIO:
@@ -196,25 +217,44 @@ class Ingester:
         spool: Path,
         clock: Clock,
         outcome: Callable[[str, str, str, tzinfo], Metadata | Verdict] = read_outcome,
+        *,
+        state_dir: Path | None = None,
+        reserve: int = 0,
     ) -> None:
         self.queue, self.spool, self.clock, self.outcome = queue, spool, clock, outcome
+        #: Bytes that must stay free on the spool's and the state dir's disks.
+        self.state_dir, self.reserve = state_dir, reserve
 
-    def ingest(self, path: str, watch_root: Path, copy: bool, tz: tzinfo) -> Item | None:
+    def ingest(
+        self, path: str, watch_root: Path, copy: bool, tz: tzinfo, *, mark_volume: bool = False
+    ) -> Item | None:
         """Record ``path`` found under ``watch_root``; return its item, or None if skipped now.
 
-        Raise OSError only for failures on our side (spool or state disk); problems with the
-        source file are logged and the file is left for the next scan.
+        ``mark_volume``: write a volume marker on the card first if it has none (only for
+        watches that free the card). Raise :class:`DiskFull` when the spool or the state disk
+        has no room (nothing recorded: retry once there is room), OSError for other failures
+        on our side; problems with the source file are logged and the file is left for the
+        next scan.
         """
         kind = media_kind(path)
         st = stat_file(path)
         if kind is None or st is None or self.queue.is_known(path, *st):
             return None
+        if self.state_dir is not None:
+            room_for(self.state_dir, 0, self.reserve)
+        if mark_volume:
+            volumes.ensure_marker(watch_root)
+        volume = volumes.identify(watch_root)
         # Videos are read where they are: a dashcam card holds more footage than a Pi's disk,
         # and the upload streams from the source anyway. A card pulled mid-upload makes the
         # video wait for it (source_missing), never fail.
         copy = copy and kind != "video"
+        if copy:
+            room_for(self.spool, st[0], self.reserve)
         try:
             hashed = copy_to_spool(path, self.spool) if copy else hash_in_place(path)
+            if volumes.identify(watch_root) != volume:
+                raise SourceChanged(f"{path}: the card changed while it was being read")
         except SourceChanged as exc:
             log.info("ingest_deferred", path=path, why=str(exc))
             return None
@@ -233,6 +273,7 @@ class Ingester:
             sha256=hashed.sha256,
             kind=kind,
             data_path=hashed.data_path,
+            volume=volume,
         )
         item, new = self.queue.record_file(f, outcome, self.clock.now().timestamp())
         if new:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import structlog
 
-from daemon import spool
+from daemon import mounts, sdnotify, spool
 from daemon.clock import SYSTEM_CLOCK, Clock
 from daemon.config import Config, WatchConfig
 from daemon.credentials import TokenSource
@@ -83,6 +83,15 @@ class Service:
         self._tracks_seen: dict[str, tuple[int, int]] = {}
         self.wake = threading.Event()
 
+        # systemd's notify socket and watchdog (no-ops when not run by systemd).
+        self.notifier = sdnotify.Notifier.from_env(os.environ)
+        self.heartbeat = sdnotify.Heartbeat(
+            self.notifier,
+            sdnotify.watchdog_interval(os.environ, os.getpid()),
+            wedge_after=sdnotify.wedge_after(os.environ),
+        )
+        self._mounts: mounts.MountMonitor | None = None
+        self._cards: dict[Path, WatchConfig] = {}
     def open_queue(self) -> Queue:
         return Queue.open(self.cfg.state.database)
 
@@ -108,14 +117,21 @@ class Service:
         watcher.start()
         self._start_workers(stop)
         if on_ready is not None:
+        if self.cfg.mounts.enabled:
+            self._mounts = mounts.MountMonitor(self.cfg.mounts)
+        self.notifier.ready(sdnotify.queue_status(q))
             on_ready()
         try:
             while not stop.is_set():
                 self._tick(q, watcher)
                 stop.wait(TICK_SECONDS)
+                self.heartbeat.tick(self.clock.monotonic(), lambda: sdnotify.queue_status(q))
         finally:
             log.info("stopping")
             self.ready.put(None)
+            self.notifier.stopping()
+            if self._mounts is not None:
+                self._mounts.close()
             watcher.stop()
             self.wake.set()
             for t in self._threads:
@@ -146,8 +162,30 @@ class Service:
     # --- coordinator ----------------------------------------------------------------------
 
     def _tick(self, q: Queue, watcher: Watcher) -> None:
+    def watches(self) -> list[WatchConfig]:
+        """The configured watch folders, then the cards mounted under the mount roots."""
+        return [*self.cfg.watches, *self._cards.values()]
+
+    def _update_cards(self, watcher: Watcher, mono: float) -> None:
+        """A card mounted under a mount root becomes a watch (scanned whole as it appears);
+        an unmounted one stops being watched."""
+        if self._mounts is None:
+            return
+        new, gone = self._mounts.update(mono)
+        for card in gone:
+            path = Path(card.point)
+            if self._cards.pop(path, None) is not None:
+                self._watched.discard(path)
+                self._next_scan.pop(path, None)
+                watcher.forget(path)
+        configured = {w.path for w in self.cfg.watches}
+        for card in new:
+            if card.watch.path not in configured:
+                self._cards[card.watch.path] = card.watch
+
         mono = self.clock.monotonic()
-        for w in self.cfg.watches:
+        self._update_cards(watcher, mono)
+        for w in self.watches():
             appeared = w.path not in self._watched and watcher.ensure(w.path, w.recursive)
             if appeared:
                 self._watched.add(w.path)
@@ -170,7 +208,7 @@ class Service:
                 self.ready.put((path, watch))
         busy = [
             str(w.path)
-            for w in self.cfg.watches
+            for w in self.watches()
             if self.settler.busy_under(w.path) or self.inflight.under(w.path)
         ]
         q.close_quiet_batches(self.now(), self.cfg.process.batch_quiet_seconds, busy)
@@ -222,7 +260,7 @@ class Service:
 
     def _watch_for(self, path: str) -> WatchConfig | None:
         best: WatchConfig | None = None
-        for w in self.cfg.watches:
+        for w in self.watches():
             root = str(w.path).rstrip(os.sep) + os.sep
             if path.startswith(root) and (best is None or len(str(w.path)) > len(str(best.path))):
                 best = w

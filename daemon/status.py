@@ -1,24 +1,51 @@
-"""What the queue says, as data (``status --json``) and as a table for people.
+"""What the queue says, as data (``status --json``, the status page's ``/api/status``) and as a
+table for people.
 
-Read straight from the queue database, so it works whether or not the daemon is running.
+Read straight from the queue database, so it works whether or not the daemon is running. The
+daemon's status page adds what only the running process knows (uploads in flight with their
+bytes sent, a server-requested pause) through ``live``.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
-from typing import Any
+import shutil
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
+from daemon import control
+from daemon.progress import Transfer
 from daemon.store.queue import ItemState, Queue
 from daemon.upload import HOLD_KEY
 
+if TYPE_CHECKING:
+    from daemon.config import Config
+
 STATE_ORDER = [s.value for s in ItemState]
+#: Where the status page's address is recorded while the daemon runs (``mapillaryd status``).
+STATUS_URL_KEY = "status_url"
 
 
-def report(queue: Queue, *, limit: int | None = None) -> dict[str, Any]:
-    """Counts per state, the hold if any, sequences, and every item not uploaded with its reason.
+def report(
+    queue: Queue,
+    *,
+    limit: int | None = None,
+    cfg: Config | None = None,
+    now: float | None = None,
+    live: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Counts per state, the hold and pause if any, sequences, every item not uploaded with its
+    reason, what waits for a retry (offline), upload totals, disk room and the backup.
 
-    ``limit`` caps the item list (``None``: all of them).
+    ``limit`` caps the item list (``None``: all of them). ``cfg`` adds the disk and backup
+    sections; ``now`` (epoch seconds, default the system clock) dates the waiting items;
+    ``live`` is the running daemon's own view: ``transfers`` (a list of
+    :class:`daemon.progress.Transfer`), ``upstream_pause_seconds`` and ``sent_bytes``.
     """
+    now = time.time() if now is None else now
     counts = queue.counts()
     hold_raw = queue.get_meta(HOLD_KEY)
     items = queue.items_not_done(limit)
@@ -45,10 +72,85 @@ def report(queue: Queue, *, limit: int | None = None) -> dict[str, Any]:
             }
             for i in items
         ],
+        "paused": control.pause_state(queue),
+        "uploading": _uploading(queue, live),
+        "waiting": control.waiting(queue, now),
+        "upstream_pause_seconds": round(float((live or {}).get("upstream_pause_seconds", 0)), 1),
+        "uploaded_bytes": control.uploaded_bytes(queue),
+        "retries": control.retries(queue),
+        "disk": _disk(cfg) if cfg is not None else None,
+        "backup": backup_section(cfg) if cfg is not None else {"configured": False},
+        "status_page": queue.get_meta(STATUS_URL_KEY),
+        "generated_at": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
     }
 
 
-def empty_report(note: str) -> dict[str, Any]:
+def _uploading(queue: Queue, live: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """What is being uploaded: the daemon's transfers with bytes, else the leased items."""
+    if live is not None:
+        transfers: list[Transfer] = live.get("transfers", [])
+        return [
+            {"id": t.item_id, "path": t.path, "kind": t.kind, "sent": t.sent, "total": t.total}
+            for t in transfers
+        ]
+    return [
+        {"id": r.id, "path": r.path, "kind": r.kind, "sent": None, "total": None}
+        for r in control.list_items(queue, [ItemState.UPLOADING])
+    ]
+
+
+def _disk(cfg: Config) -> list[dict[str, Any]]:
+    """Room on the disks of the state directory and the spool (one entry per distinct disk)."""
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[int, int]] = set()
+    for role, path in (("state", cfg.state.dir), ("spool", cfg.state.spool_dir)):
+        p = path
+        while not p.exists() and p != p.parent:
+            p = p.parent
+        try:
+            usage = shutil.disk_usage(p)
+        except OSError as exc:
+            out.append({"role": role, "path": str(path), "error": exc.strerror or str(exc)})
+            continue
+        key = (usage.total, p.stat().st_dev)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(
+            {"role": role, "path": str(path), "free_bytes": usage.free, "total_bytes": usage.total}
+        )
+    return out
+
+
+def _backup_summary() -> Callable[[Config], Any] | None:
+    """The archive backup's ``backup_summary(cfg)``, when this mapillaryd has one (looked up at
+    run time: the status works the same with or without the archive package)."""
+    try:
+        module = importlib.import_module("daemon.archive")
+    except ImportError:
+        return None
+    fn = getattr(module, "backup_summary", None)
+    return fn if callable(fn) else None
+
+
+def backup_section(cfg: Config) -> dict[str, Any]:
+    """The archive backup's summary (last and next run, …), or ``{"configured": False}``.
+
+    A summary that fails is shown as such: the status page must never break on it.
+    """
+    summary = _backup_summary()
+    if summary is None:
+        return {"configured": False}
+    try:
+        result = summary(cfg)
+    except Exception as exc:
+        return {"configured": True, "error": f"{type(exc).__name__}: {exc}"}
+    if not isinstance(result, dict):
+        return {"configured": True, "error": f"unexpected summary {type(result).__name__}"}
+    return {"configured": result.get("configured", True), **result}
+
+
+def empty_report(note: str, cfg: Config | None = None) -> dict[str, Any]:
     """The report of a queue that does not exist yet (without creating it)."""
     return {
         "items": dict.fromkeys(STATE_ORDER, 0),
@@ -59,6 +161,15 @@ def empty_report(note: str) -> dict[str, Any]:
         "hold": None,
         "processing_notes": [],
         "not_uploaded": [],
+        "paused": None,
+        "uploading": [],
+        "waiting": {"by_reason": {}, "next_attempt_at": None},
+        "upstream_pause_seconds": 0.0,
+        "uploaded_bytes": 0,
+        "retries": 0,
+        "disk": None,
+        "backup": backup_section(cfg) if cfg is not None else {"configured": False},
+        "status_page": None,
         "note": note,
     }
 
@@ -73,22 +184,77 @@ def _implicit_reason(state: str) -> str:
     }.get(ItemState(state), state)
 
 
+def needs_attention(rep: dict[str, Any]) -> list[dict[str, Any]]:
+    """The items of ``rep`` a person should look at: refused, failed, held, or waiting with a
+    reason. Forgotten files and videos sampled into frames are not problems."""
+    return [
+        r
+        for r in rep["not_uploaded"]
+        if r["reason"] != control.FORGOTTEN
+        and r["state"] != ItemState.SAMPLED
+        and (r["state"] not in ("queued", "uploading", "uploaded", "ingested") or r["detail"])
+    ]
+
+
+def human_bytes(n: float) -> str:
+    """``1536`` → ``1.5 KiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
 def render(rep: dict[str, Any], *, max_rows: int = 30) -> str:
-    """A plain-text table of ``rep`` for a terminal."""
+    """A plain-text table of ``rep`` for a terminal: what the status page shows."""
     lines = []
     if rep["hold"]:
         h = rep["hold"]
         lines.append(f"UPLOADS HELD ({h['reason']}) since {h['since']}: {h['detail']}")
+        lines.append("")
+    if rep.get("paused"):
+        p = rep["paused"]
+        lines.append(f"UPLOADS PAUSED since {p.get('since', '?')} by {p.get('by', '?')}")
+        lines.append("  (mapillaryd resume, or the status page, lets them go on)")
         lines.append("")
     lines.append(f"{'state':<12} {'items':>7}")
     for state, n in rep["items"].items():
         if n:
             lines.append(f"{state:<12} {n:>7}")
     lines.append(f"{'total':<12} {rep['total']:>7}   ({rep['files_seen']} files seen)")
+    if rep.get("uploaded_bytes"):
+        lines.append(
+            f"uploaded: {human_bytes(rep['uploaded_bytes'])}, "
+            f"{rep.get('retries', 0)} failed attempts retried so far"
+        )
     seqs = rep["sequences"]
     if seqs:
         lines.append("")
         lines.append("sequences: " + ", ".join(f"{n} {s}" for s, n in sorted(seqs.items())))
+    uploading = rep.get("uploading") or []
+    if uploading:
+        lines.append("")
+        lines.append("uploading now:")
+        for u in uploading[:max_rows]:
+            if u["total"]:
+                pct = 100 * u["sent"] / u["total"]
+                done = f"{human_bytes(u['sent'])} of {human_bytes(u['total'])} ({pct:.0f}%)"
+            else:
+                done = "in progress"
+            lines.append(f"  {done:<34} {u['path']}")
+    waiting = (rep.get("waiting") or {}).get("by_reason") or {}
+    if waiting or rep.get("upstream_pause_seconds"):
+        lines.append("")
+        why = ", ".join(f"{n} {reason}" for reason, n in sorted(waiting.items()))
+        lines.append(f"waiting to retry: {why or 'nothing'}" + _next_attempt(rep))
+        if waiting.get("network"):
+            lines.append("  (offline: Mapillary could not be reached on the last attempt)")
+    clusters = rep.get("clusters") or []
+    if clusters:
+        lines.append("")
+        lines.append(f"recent clusters ({len(clusters)} in all):")
+        for c in clusters[-5:]:
+            lines.append(f"  {c['cluster_id']:<20} {c['images']:>5} images")
     notes = rep.get("processing_notes") or []
     if notes:
         lines.append("")
@@ -96,11 +262,7 @@ def render(rep: dict[str, Any], *, max_rows: int = 30) -> str:
         for n in notes[:5]:
             for text in n["notes"]:
                 lines.append(f"  batch {n['batch']} ({n['watch']}): {text}")
-    problems = [
-        r
-        for r in rep["not_uploaded"]
-        if r["state"] not in ("queued", "uploading", "uploaded", "ingested") or r["detail"]
-    ]
+    problems = needs_attention(rep)
     if problems:
         lines.append("")
         lines.append("needs attention / not uploaded:")
@@ -110,4 +272,41 @@ def render(rep: dict[str, Any], *, max_rows: int = 30) -> str:
                 lines.append(f"  {'':<11} {r['detail']}")
         if len(problems) > max_rows:
             lines.append(f"  … and {len(problems) - max_rows} more (status --json lists all)")
+    lines += _footer(rep)
     return "\n".join(lines)
+
+
+def _next_attempt(rep: dict[str, Any]) -> str:
+    at = (rep.get("waiting") or {}).get("next_attempt_at")
+    if at is None:
+        return ""
+    return f"; next attempt {datetime.fromtimestamp(at, UTC).isoformat(timespec='seconds')}"
+
+
+def _footer(rep: dict[str, Any]) -> list[str]:
+    """Disk room, the backup and the status page's address."""
+    lines = [""]
+    for d in rep.get("disk") or []:
+        if "error" in d:
+            lines.append(f"disk ({d['role']}): {d['path']}: {d['error']}")
+        else:
+            lines.append(
+                f"disk ({d['role']}): {human_bytes(d['free_bytes'])} free of "
+                f"{human_bytes(d['total_bytes'])} at {d['path']}"
+            )
+    lines.append("backup: " + backup_line(rep.get("backup") or {}))
+    if rep.get("status_page"):
+        lines.append(f"status page: {rep['status_page']}")
+    return lines
+
+
+def backup_line(backup: dict[str, Any]) -> str:
+    """One line about the archive backup: not configured, its error, or its summary."""
+    if not backup.get("configured"):
+        return "not configured"
+    if backup.get("error") and len(backup) <= 2:
+        return f"summary unavailable ({backup['error']})"
+    shown = {
+        k: v for k, v in backup.items() if k != "configured" and not isinstance(v, dict | list)
+    }
+    return ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in shown.items()) or "configured"

@@ -25,10 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import structlog
 
-from daemon import spool
+from daemon import control, spool
 from daemon.clock import Clock
 from daemon.credentials import TokenSource, fingerprint
 from daemon.describe import exif_description, image_description
@@ -38,6 +39,7 @@ from daemon.mapillary.upload_service import UploadService, session_key
 from daemon.media.camm_mp4 import CammStream, md5_of, plan_camm_mp4
 from daemon.media.exif import ImageMetadata, with_description
 from daemon.media.video import read_video_fileobj
+from daemon.progress import PROGRESS
 from daemon.retry import Action, Policy, decide
 from daemon.store.queue import Item, ItemState, Queue, SequenceRow, Verdict
 
@@ -104,7 +106,10 @@ class Upstream:
         log.error("uploads_held", reason=reason, detail=detail)
 
     def usable_token(self, queue: Queue) -> str | None:
-        """The token to use now, or None while uploads are held. Lifts a hold the fix resolved."""
+        """The token to use now, or None while uploads are held or paused (``mapillaryd pause``,
+        the status page). Lifts a hold the fix resolved."""
+        if control.is_paused(queue):
+            return None
         token = self.tokens.current()
         with self._lock:
             hold = self._hold
@@ -230,7 +235,8 @@ class Uploader:
         key = session_key(hashlib.md5(payload).hexdigest(), ".jpg")
         service, _ = self._clients(token)
         offset = service.fetch_offset(key)
-        return key, service.upload(key, payload, offset), offset
+        handle = self._send_tracked(service, item, key, payload, len(payload), offset)
+        return key, handle, offset
 
     def _send_video(self, item: Item, token: str) -> tuple[str, str, int]:
         """Stream the video as the CAMM MP4 Mapillary expects, straight from the source file:
@@ -244,7 +250,24 @@ class Uploader:
             key = session_key(md5_of(stream), ".mp4")
             service, _ = self._clients(token)
             offset = service.fetch_offset(key)
-            return key, service.upload(key, stream, offset), offset
+            handle = self._send_tracked(service, item, key, stream, stream.size, offset)
+            return key, handle, offset
+
+    def _send_tracked(
+        self,
+        service: UploadService,
+        item: Item,
+        key: str,
+        source: BinaryIO | bytes,
+        size: int,
+        offset: int,
+    ) -> str:
+        """``service.upload``, its bytes sent reported to the status page's progress registry."""
+        PROGRESS.begin(item.id, item.source_path, item.kind, size, offset)
+        try:
+            return service.upload(key, source, offset, lambda pos: PROGRESS.advance(item.id, pos))
+        finally:
+            PROGRESS.end(item.id)
 
     def _wait_for_source(self, item: Item) -> None:
         """The file is gone (card pulled, drop folder emptied): wait for it, never fail."""

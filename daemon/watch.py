@@ -232,6 +232,13 @@ class Watcher:
                 )
             return True
 
+    def forget(self, root: Path) -> None:
+        """Stop watching ``root`` (a card that was unmounted), so that a card mounted there
+        later gets a fresh watch on its own file system."""
+        with self._lock:
+            if root in self._watched:
+                self._unwatch(root)
+
     def _unwatch(self, root: Path) -> None:
         watch = self._watched.pop(root)
         for observer in (self._observer, self._fallback):
