@@ -33,6 +33,8 @@ IngestMode = Literal["copy", "in_place"]
 FreeCardMode = Literal["off", "delete", "move"]
 GeotagSourceName = Literal["exif", "gpx", "nmea"]
 VideoMode = Literal["native", "frames"]
+VideoGeotagSourceName = Literal["native", "gpx", "nmea"]
+CreationClock = Literal["utc", "local"]
 LogFormat = Literal["auto", "json", "console"]
 
 
@@ -94,6 +96,15 @@ class WatchConfig:
     video_sample_distance: float = 3.0
     #: …or, when set, every this many seconds instead.
     video_sample_interval: float | None = None
+    #: Videos' GPS: "native" (their own telemetry, else a side file named after them) or a
+    #: "gpx"/"nmea" side file (see daemon/video_track.py).
+    video_geotag_source: VideoGeotagSourceName = "native"
+    #: The side file: a pattern (%f file name, %g stem, %e extension) or a fixed file or
+    #: folder, relative to the video's folder; None = %g.gpx / %g.nmea / %g.nma.
+    video_geotag_source_path: str | None = None
+    #: How the camera writes a video's creation time: "utc" (as the MP4 format says) or
+    #: "local" (its wall clock, in this watch's time_zone or [process] time_zone).
+    video_creation_time: CreationClock = "utc"
 
 
 @dataclass(frozen=True)
@@ -161,17 +172,6 @@ class LogConfig:
     format: LogFormat = "auto"
 
 
-@dataclass(frozen=True)
-class Config:
-    """The whole configuration. ``source`` names the file it came from (or ``<defaults>``)."""
-
-    source: str
-    state: StateConfig
-    watches: tuple[WatchConfig, ...]
-    mapillary: MapillaryConfig
-    scan: ScanConfig = ScanConfig()
-    process: ProcessConfig = ProcessConfig()
-    upload: UploadConfig = UploadConfig()
 CardFilter = Literal["camera", "label", "any"]
 DEFAULT_MOUNT_ROOTS = ("/media/*", "/media/*/*", "/run/media/*/*", "/Volumes/*")
 
@@ -213,8 +213,51 @@ class NotifyConfig:
     heartbeat_interval_seconds: float = 300.0
 
 
+BackupQuality = Literal["256", "1024", "2048", "original"]
+BackupFormat = Literal["jpeg", "webp"]
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    """The scheduled backup of the user's own Mapillary archive (``[backup]``; absent: none).
+
+    See daemon/archive/ and config.example.toml for what each key does."""
+
+    dir: Path
+    username: str | None = None
+    schedule: str = "0 2 * * *"
+    time_zone: str = "local"
+    misfire_grace_hours: float = 20.0
+    require_clock_sync: bool = True
+    quality: BackupQuality = "original"
+    format: BackupFormat = "jpeg"
+    webp_quality: int = 90
+    tar: bool = False
+    workers: int = 4
+    max_requests_per_second: float = 50.0
+    page_size: int = 2000
+    retries: int = 5
+    timeout_seconds: float = 60.0
+    min_free_mb: float = 500.0
+    disk_retry_minutes: float = 10.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration. ``source`` names the file it came from (or ``<defaults>``)."""
+
+    source: str
+    state: StateConfig
+    watches: tuple[WatchConfig, ...]
+    mapillary: MapillaryConfig
+    scan: ScanConfig = ScanConfig()
+    process: ProcessConfig = ProcessConfig()
+    upload: UploadConfig = UploadConfig()
     log: LogConfig = LogConfig()
     privacy_zones: tuple[PrivacyZone, ...] = ()
+    backup: BackupConfig | None = None
+    mounts: MountsConfig = MountsConfig()
+    notify: NotifyConfig = NotifyConfig()
 
     def time_zone_for(self, watch: WatchConfig) -> tzinfo:
         """The zone naive camera times from ``watch`` are read in."""
@@ -226,8 +269,6 @@ def resolve_time_zone(name: str) -> tzinfo:
     if name == "local":
         return cast(tzinfo, tzlocal.get_localzone())
     return zoneinfo.ZoneInfo(name)
-    mounts: MountsConfig = MountsConfig()
-    notify: NotifyConfig = NotifyConfig()
 
 
 def default_config_path(env: Mapping[str, str]) -> Path:
@@ -378,6 +419,8 @@ def build_config(
     """Turn parsed TOML into a :class:`Config`; raise :class:`ConfigError` with every problem."""
     problems: list[str] = []
     known = {"state", "watch", "mapillary", "scan", "process", "upload", "log", "privacy_zone"}
+    known.add("backup")
+    known |= {"mounts", "mount_root", "notify"}
     problems += [f"{key}: unknown section" for key in sorted(set(data) - known)]
 
     state = _build_state(
@@ -389,7 +432,6 @@ def build_config(
     )
 
     s = _Section(_table(data, "scan", problems), "scan", problems)
-    known |= {"mounts", "mount_root", "notify"}
     scan = ScanConfig(interval_seconds=s.get("interval_seconds", float, 300.0, _at_least(1)))
     s.finish()
 
@@ -434,6 +476,9 @@ def build_config(
         seen.setdefault(w.path, i)
 
     zones = _build_zones(data.get("privacy_zone", []), problems)
+    backup = _build_backup(data, problems, base_dir)
+    mounts = _build_mounts(data, problems)
+    notify = _build_notify(_Section(_table(data, "notify", problems), "notify", problems))
     if problems:
         raise ConfigError(source, problems)
     return Config(
@@ -446,17 +491,68 @@ def build_config(
         upload,
         log,
         tuple(zones),
+        backup=backup,
         mounts=mounts,
         notify=notify,
     )
+
+
+def _cron(value: str) -> str | None:
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(value)
+    except ValueError as exc:
+        return f"not a cron expression ('minute hour day month weekday'): {exc}"
+    return None
+
+
+def _build_backup(
+    data: Mapping[str, Any], problems: list[str], base_dir: Path
+) -> BackupConfig | None:
+    """``[backup]``, or None when the section is absent (no scheduled backup)."""
+    if "backup" not in data:
+        return None
+    s = _Section(_table(data, "backup", problems), "backup", problems)
+    archive_dir = s.path("dir", base_dir, None)
+    if archive_dir is None:
+        s.problem("dir", "required: the folder the archive is kept in")
+    d = BackupConfig(dir=Path())
+    cfg = BackupConfig(
+        dir=archive_dir or Path(),
+        username=s.get("username", str, "") or None,
+        schedule=s.get("schedule", str, d.schedule, _cron),
+        time_zone=s.get("time_zone", str, d.time_zone, _zone),
+        misfire_grace_hours=s.get("misfire_grace_hours", float, d.misfire_grace_hours, _positive),
+        require_clock_sync=s.get("require_clock_sync", bool, True),
+        quality=cast(
+            BackupQuality, s.choice("quality", ("256", "1024", "2048", "original"), "original")
+        ),
+        format=cast(BackupFormat, s.choice("format", ("jpeg", "webp"), "jpeg")),
+        webp_quality=s.get(
+            "webp_quality", int, 90, lambda v: None if 1 <= v <= 100 else "must be in [1, 100]"
+        ),
+        tar=s.get("tar", bool, False),
+        workers=s.get("workers", int, d.workers, _at_least(1)),
+        max_requests_per_second=s.get(
+            "max_requests_per_second", float, d.max_requests_per_second, _positive
+        ),
+        page_size=s.get(
+            "page_size", int, 2000, lambda v: None if 1 <= v <= 2000 else "must be in [1, 2000]"
+        ),
+        retries=s.get("retries", int, d.retries, _at_least(0)),
+        timeout_seconds=s.get("timeout_seconds", float, d.timeout_seconds, _positive),
+        min_free_mb=s.get("min_free_mb", float, d.min_free_mb, _at_least(0)),
+        disk_retry_minutes=s.get("disk_retry_minutes", float, d.disk_retry_minutes, _positive),
+    )
+    s.finish()
+    return cfg
 
 
 def _build_state(s: _Section, env: Mapping[str, str], base_dir: Path) -> StateConfig:
     default_state = Path(_first_dir(env.get("STATE_DIRECTORY")) or platformdirs.user_state_dir(APP))
     state_dir = s.path("dir", base_dir, default_state) or default_state
     default_logs = Path(_first_dir(env.get("LOGS_DIRECTORY")) or platformdirs.user_log_dir(APP))
-    mounts = _build_mounts(data, problems)
-    notify = _build_notify(_Section(_table(data, "notify", problems), "notify", problems))
     spool = s.path("spool_dir", base_dir, state_dir / "spool") or state_dir / "spool"
     logs = s.path("log_dir", base_dir, default_logs) or default_logs
     min_free_mb = s.get("min_free_mb", float, 200.0, _at_least(0))
@@ -513,6 +609,14 @@ def _build_watches(raw: object, problems: list[str], base_dir: Path) -> list[Wat
             video=cast(VideoMode, s.choice("video", ("native", "frames"), "native")),
             video_sample_distance=s.get("video_sample_distance", float, 3.0, _positive),
             video_sample_interval=s.get("video_sample_interval", float, 0.0, _positive) or None,
+            video_geotag_source=cast(
+                VideoGeotagSourceName,
+                s.choice("video_geotag_source", ("native", "gpx", "nmea"), "native"),
+            ),
+            video_geotag_source_path=s.get("video_geotag_source_path", str, "") or None,
+            video_creation_time=cast(
+                CreationClock, s.choice("video_creation_time", ("utc", "local"), "utc")
+            ),
         )
         s.finish()
         watches.append(w)

@@ -155,6 +155,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+#: A video's own GPS reasons a side track can make irrelevant.
+UNPLACED_VIDEO = frozenset({"no_video_gps", "gps_noise", "null_island"})
+
+
 def read_outcome(kind: str, data_path: str, name: str, tz: tzinfo) -> Metadata | Verdict:
     """What ingest can say about one file: its EXIF facts, or why it cannot go on at all.
 
@@ -187,13 +191,17 @@ def read_outcome(kind: str, data_path: str, name: str, tz: tzinfo) -> Metadata |
 
 
 def _video_outcome(data_path: str, name: str) -> Metadata | Verdict:
-    """A video's GPS track summarised (first point, start time, device), or why there is none.
-    A recording cut short by a power loss (no index) is quarantined, never retried."""
+    """A video's GPS track summarised (first point, start time, device), or why it cannot go
+    on. A recording cut short by a power loss (no index) is quarantined, never retried. A video
+    without usable GPS of its own goes on unplaced, like a photo without EXIF GPS: a side
+    track beside it may place it when its batch is processed (:mod:`daemon.video_track`)."""
     try:
         vt = read_video_track(data_path)
     except CorruptMediaError as exc:
         return Verdict(ItemState.QUARANTINED, exc.reason, str(exc))
     except ItemError as exc:
+        if exc.reason in UNPLACED_VIDEO:
+            return Metadata(capture_time=None, lat=None, lon=None)
         state = ItemState.QUARANTINED if exc.reason == "truncated_mp4" else ItemState.REJECTED
         return Verdict(state, exc.reason, str(exc))
     first = vt.points[0]

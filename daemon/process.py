@@ -25,9 +25,9 @@ from daemon.geotag import GeotagOptions, Photo, load_source
 from daemon.ingest import read_outcome
 from daemon.media.exif import ExifFacts
 from daemon.media.sampling import FfmpegMissingError, sample_video
-from daemon.media.video import read_video_track
 from daemon.processing import Input, ProcessOptions, process
 from daemon.store.queue import Item, ItemState, Metadata, NewFile, Placement, Queue, Verdict
+from daemon.video_track import VideoTrackOptions, video_track_at
 
 log = structlog.get_logger(__name__)
 
@@ -54,9 +54,9 @@ def _cut_videos(queue: Queue, batch_id: int, videos: list[Item], cfg: Config, no
     for item in videos:
         name = os.path.basename(item.source_path)
         try:
-            vt = read_video_track(item.data_path)
+            vt = video_track_at(item.data_path, video_track_options(cfg, item.watch))
         except ItemError as exc:
-            rejected.append((item.id, Verdict(ItemState.REJECTED, exc.reason, str(exc))))
+            rejected.append((item.id, _verdict(exc.reason, str(exc))))
             continue
         points = [VideoPoint(p.time_s, p.lat, p.lon, p.epoch_s) for p in vt.points]
         refusal = check_video(
@@ -89,12 +89,13 @@ def _sample_videos(
                 out,
                 distance_m=None if watch.video_sample_interval else watch.video_sample_distance,
                 interval_s=watch.video_sample_interval,
+                track=video_track_at(item.data_path, video_track_options(cfg, item.watch)),
             )
         except FfmpegMissingError as exc:
             verdicts.append((item.id, Verdict(ItemState.HELD, exc.reason, str(exc))))
             continue
         except ItemError as exc:
-            verdicts.append((item.id, Verdict(ItemState.REJECTED, exc.reason, str(exc))))
+            verdicts.append((item.id, _verdict(exc.reason, str(exc))))
             continue
         frames = []
         for p in paths:
@@ -108,6 +109,21 @@ def _sample_videos(
         log.info("video_sampled", item=item.id, path=item.source_path, frames=added)
     if verdicts:
         queue.assign_sequences(batch_id, [], verdicts, now)
+
+
+def video_track_options(cfg: Config, watch_path: str) -> VideoTrackOptions:
+    """Where the videos of the watch folder ``watch_path`` take their GPS track from (the
+    defaults for a folder no longer configured)."""
+    watch = next((w for w in cfg.watches if str(w.path) == watch_path), None)
+    if watch is None:
+        return VideoTrackOptions()
+    local = watch.video_creation_time == "local"
+    return VideoTrackOptions(
+        source=watch.video_geotag_source,
+        pattern=watch.video_geotag_source_path,
+        creation_time_zone=cfg.time_zone_for(watch) if local else None,
+        offset_time=watch.offset_time,
+    )
 
 
 def sequence_id(shas: list[str]) -> str:

@@ -21,6 +21,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import structlog
@@ -31,7 +32,7 @@ from daemon.config import Config, WatchConfig
 from daemon.credentials import TokenSource
 from daemon.ingest import Ingester
 from daemon.logsetup import REDACTOR
-from daemon.process import WAITING_FOR_TRACK, cut_batch
+from daemon.process import WAITING_FOR_TRACK, cut_batch, video_track_options
 from daemon.retry import Policy
 from daemon.store.queue import Queue
 from daemon.upload import Endpoints, Uploader, Upstream
@@ -82,7 +83,6 @@ class Service:
         self._watched: set[Path] = set()
         self._tracks_seen: dict[str, tuple[int, int]] = {}
         self.wake = threading.Event()
-
         # systemd's notify socket and watchdog (no-ops when not run by systemd).
         self.notifier = sdnotify.Notifier.from_env(os.environ)
         self.heartbeat = sdnotify.Heartbeat(
@@ -92,6 +92,7 @@ class Service:
         )
         self._mounts: mounts.MountMonitor | None = None
         self._cards: dict[Path, WatchConfig] = {}
+
     def open_queue(self) -> Queue:
         return Queue.open(self.cfg.state.database)
 
@@ -116,22 +117,22 @@ class Service:
         watcher = Watcher()
         watcher.start()
         self._start_workers(stop)
-        if on_ready is not None:
         if self.cfg.mounts.enabled:
             self._mounts = mounts.MountMonitor(self.cfg.mounts)
         self.notifier.ready(sdnotify.queue_status(q))
+        if on_ready is not None:
             on_ready()
         try:
             while not stop.is_set():
                 self._tick(q, watcher)
-                stop.wait(TICK_SECONDS)
                 self.heartbeat.tick(self.clock.monotonic(), lambda: sdnotify.queue_status(q))
+                stop.wait(TICK_SECONDS)
         finally:
             log.info("stopping")
-            self.ready.put(None)
             self.notifier.stopping()
             if self._mounts is not None:
                 self._mounts.close()
+            self.ready.put(None)
             watcher.stop()
             self.wake.set()
             for t in self._threads:
@@ -161,7 +162,6 @@ class Service:
 
     # --- coordinator ----------------------------------------------------------------------
 
-    def _tick(self, q: Queue, watcher: Watcher) -> None:
     def watches(self) -> list[WatchConfig]:
         """The configured watch folders, then the cards mounted under the mount roots."""
         return [*self.cfg.watches, *self._cards.values()]
@@ -183,6 +183,7 @@ class Service:
             if card.watch.path not in configured:
                 self._cards[card.watch.path] = card.watch
 
+    def _tick(self, q: Queue, watcher: Watcher) -> None:
         mono = self.clock.monotonic()
         self._update_cards(watcher, mono)
         for w in self.watches():
@@ -226,9 +227,8 @@ class Service:
         if st is None or self._tracks_seen.get(path) == st:
             return
         self._tracks_seen[path] = st
-        if watch.geotag_source == "exif":
-            return
         n = q.requeue_held(str(watch.path), WAITING_FOR_TRACK, self.now())
+        n += q.requeue_rejected_videos(str(watch.path), ("no_video_gps",), self.now())
         if n:
             log.info("track_arrived", path=path, images_to_place=n)
 
@@ -309,6 +309,7 @@ class Service:
             stop,
             spool=self.cfg.state.spool_dir,
             wake=self.wake,
+            video_options=partial(video_track_options, self.cfg),
         )
         try:
             while not stop.is_set():

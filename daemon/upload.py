@@ -38,10 +38,10 @@ from daemon.mapillary.graph import GraphClient
 from daemon.mapillary.upload_service import UploadService, session_key
 from daemon.media.camm_mp4 import CammStream, md5_of, plan_camm_mp4
 from daemon.media.exif import ImageMetadata, with_description
-from daemon.media.video import read_video_fileobj
 from daemon.progress import PROGRESS
 from daemon.retry import Action, Policy, decide
 from daemon.store.queue import Item, ItemState, Queue, SequenceRow, Verdict
+from daemon.video_track import VideoTrackOptions, read_track
 
 log = structlog.get_logger(__name__)
 
@@ -143,6 +143,7 @@ class Uploader:
         rng: random.Random | None = None,
         wake: threading.Event | None = None,
         spool: Path | None = None,
+        video_options: Callable[[str], VideoTrackOptions] | None = None,
     ) -> None:
         self.queue, self.endpoints, self.upstream = queue, endpoints, upstream
         self.clock, self.policy, self.owner, self.stop = clock, policy, owner, stop
@@ -151,6 +152,8 @@ class Uploader:
         #: it instead of sleeping a whole idle period. Stopping sets it too.
         self.wake = wake or threading.Event()
         self.spool = spool
+        #: Where a watch folder's videos take their GPS from (the same as at processing).
+        self.video_options = video_options or (lambda _watch: VideoTrackOptions())
         self._token: str | None = None
         self._upload: UploadService | None = None
         self._graph: GraphClient | None = None
@@ -244,7 +247,7 @@ class Uploader:
         md5 of that stream (one read pass), so a resumed upload continues the same session."""
         name = os.path.basename(item.source_path)
         with open(item.data_path, "rb") as source:
-            vt = read_video_fileobj(source, item.data_path)
+            vt = read_track(source, item.data_path, self.video_options(item.watch))
             plan = plan_camm_mp4(source, name, vt.timed, info=vt.info, make=vt.make, model=vt.model)
             stream = CammStream(plan, source)
             key = session_key(md5_of(stream), ".mp4")

@@ -45,7 +45,7 @@ __all__ = [
     "read_video_track",
 ]
 
-VideoSource = Literal["gopro", "camm", "blackvue", "quicktime_location"]
+VideoSource = Literal["gopro", "camm", "blackvue", "quicktime_location", "gpx", "nmea"]
 
 
 @dataclass(frozen=True)

@@ -461,14 +461,26 @@ class Queue:
     def requeue_held(self, watch: str, reasons: Iterable[str], now: float) -> int:
         """Give held items of ``watch`` with one of ``reasons`` back to processing, in a fresh
         open batch (a GPS track arrived that may place them); return how many."""
+        return self._requeue(watch, ItemState.HELD, reasons, now, kind=None)
+
+    def requeue_rejected_videos(self, watch: str, reasons: Iterable[str], now: float) -> int:
+        """Give videos of ``watch`` refused for one of ``reasons`` back to processing (a side
+        track named after one of them may have arrived); return how many."""
+        return self._requeue(watch, ItemState.REJECTED, reasons, now, kind="video")
+
+    def _requeue(
+        self, watch: str, state: ItemState, reasons: Iterable[str], now: float, kind: str | None
+    ) -> int:
         wanted = tuple(reasons)
         marks = ", ".join("?" for _ in wanted)
+        kinds = ("video",) if kind == "video" else ("image", "video")
         with db.write(self.conn) as c:
             ids = [
                 r["id"]
                 for r in c.execute(
-                    f"SELECT id FROM items WHERE watch = ? AND state = ? AND reason IN ({marks})",
-                    (watch, ItemState.HELD, *wanted),
+                    f"SELECT id FROM items WHERE watch = ? AND state = ? AND reason IN ({marks})"
+                    " AND kind IN (?, ?)",
+                    (watch, state, *wanted, kinds[0], kinds[-1]),
                 ).fetchall()
             ]
             if not ids:
