@@ -21,6 +21,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import structlog
@@ -31,7 +32,7 @@ from daemon.config import Config, WatchConfig
 from daemon.credentials import TokenSource
 from daemon.ingest import Ingester
 from daemon.logsetup import REDACTOR
-from daemon.process import WAITING_FOR_TRACK, cut_batch
+from daemon.process import WAITING_FOR_TRACK, cut_batch, video_track_options
 from daemon.retry import Policy
 from daemon.store.queue import Queue
 from daemon.upload import Endpoints, Uploader, Upstream
@@ -226,9 +227,8 @@ class Service:
         if st is None or self._tracks_seen.get(path) == st:
             return
         self._tracks_seen[path] = st
-        if watch.geotag_source == "exif":
-            return
         n = q.requeue_held(str(watch.path), WAITING_FOR_TRACK, self.now())
+        n += q.requeue_rejected_videos(str(watch.path), ("no_video_gps",), self.now())
         if n:
             log.info("track_arrived", path=path, images_to_place=n)
 
@@ -309,6 +309,7 @@ class Service:
             stop,
             spool=self.cfg.state.spool_dir,
             wake=self.wake,
+            video_options=partial(video_track_options, self.cfg),
         )
         try:
             while not stop.is_set():
