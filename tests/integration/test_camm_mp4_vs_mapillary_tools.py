@@ -1,5 +1,5 @@
 """The CAMM MP4 we upload, read by mapillary_tools 0.14.7 and ffprobe, and compared with the one
-mapillary_tools itself builds (issue 4, point 2, the builder half).
+mapillary_tools itself builds and uploads (issue 4, point 2).
 
 Source: ``gpmfparser__max-heromode.mp4`` (GoPro MAX: H.264 video, AAC audio, timecode, GPMF and
 ``fdsc`` tracks; 191 GPS points after the filters), its track read by
@@ -25,6 +25,10 @@ Source: ``gpmfparser__max-heromode.mp4`` (GoPro MAX: H.264 video, AAC audio, tim
   interleaving; its CAMM times are truncated tick by tick (up to 191 ticks of drift by the
   last point), ours are rounded from each point's own time (half a tick at most); its CAMM
   ``tkhd`` duration is "unknown" (0xFFFFFFFF), ours is the real one.
+* **What the mapillary_tools CLI uploads**: ``mapillary_tools process_and_upload`` of the
+  recording, pointed at the sandbox with ``MAPILLARY_UPLOAD_ENDPOINT`` /
+  ``MAPILLARY_GRAPH_API_ENDPOINT``; the MP4 the sandbox received for its ``mly_camm_video``
+  cluster is read by our :func:`~daemon.media.camm.camm_track` with the source's 191 points.
 * **Upload and resume**: the stream goes to the sandbox through
   :class:`~daemon.mapillary.UploadService` under ``mly_tools_<md5>.mp4``; cut after two
   pieces, it resumes from the server's offset with a new plan and a new stream (as after a
@@ -34,6 +38,7 @@ Source: ``gpmfparser__max-heromode.mp4`` (GoPro MAX: H.264 video, AAC audio, tim
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 import subprocess
@@ -366,3 +371,64 @@ def stable_offset(uploads: UploadService, key: str) -> int:
         previous = offset
         time.sleep(0.1)
     return offset
+
+
+# --- what the mapillary_tools CLI uploads, captured on the sandbox -----------------------------
+
+
+@pytest.mark.mapillary_tools
+@needs_mt
+def test_the_camm_mp4_mapillary_tools_uploads_is_read_by_our_parser(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """``mapillary_tools process_and_upload`` of the GoPro MAX recording, pointed at the
+    sandbox by its own environment variables: the bytes the sandbox keeps for its
+    ``mly_camm_video`` cluster are read by our CAMM parser as the recording's 191 points (GPS
+    times and positions equal; movie times within the tick drift its builder has, see above)."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(MAX, videos / "GS010001.mp4")
+    ini = tmp_path / "mapillary.ini"
+    ini.write_text(f"[sandbox]\nuser_upload_token = {TOKEN}\n", encoding="utf-8")
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path / "home"),
+        "MAPILLARY_UPLOAD_ENDPOINT": sandbox.upload_endpoint,
+        "MAPILLARY_GRAPH_API_ENDPOINT": sandbox.graph_endpoint,
+        "MAPILLARY_CONFIG_PATH": str(ini),
+        "MAPILLARY_TOOLS_PROMPT_DISABLED": "YES",
+        "MAPILLARY_UPLOAD_HISTORY_PATH": str(tmp_path / "history"),
+        "MAPILLARY_TOOLS_UPLOAD_CACHE_DIR": str(tmp_path / "cache"),
+        "MAPILLARY_TOOLS_MAX_UPLOAD_RETRIES": "2",
+    }
+    mt = MT_PYTHON.parent / "mapillary_tools"
+    proc = subprocess.run(
+        [str(mt), "process_and_upload", str(videos), "--user_name", "sandbox"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [cluster] = sandbox.clusters()
+    assert cluster["file_type"] == "mly_camm_video"
+    uploaded = httpx.get(f"{sandbox.url}/_sandbox/sessions/{cluster['session_key']}").content
+    (tmp_path / "captured.mp4").write_bytes(uploaded)
+    telemetry = camm.camm_track(io.BytesIO(uploaded), "captured.mp4")
+    assert telemetry is not None and telemetry.timed is not None
+    got, src = telemetry.timed.points, source().points
+    assert len(got) == len(src) == 191
+    for a, s in zip(got, src, strict=True):
+        assert (a.lat, a.lon, a.epoch_s) == (s.lat, s.lon, s.epoch_s)
+        assert abs(a.lat - s.lat) <= DEG and abs(a.lon - s.lon) <= DEG
+        assert abs(a.time_s - s.time_s) <= 191 * TICK
+    layout = layout_of(tmp_path / "captured.mp4")
+    assert [(t["handler"], t["samples"]) for t in layout["tracks"]] == [
+        ("vide", 315),
+        ("camm", 191),
+    ]
+    print(
+        f"captured {len(uploaded)} bytes from mapillary_tools' upload "
+        f"({cluster['session_key']}): our CAMM parser reads 191 points, equal to the source's"
+    )
