@@ -11,6 +11,7 @@ Nothing below :mod:`daemon.service` reads the file or the environment; modules g
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 import zoneinfo
@@ -243,6 +244,19 @@ class BackupConfig:
 
 
 @dataclass(frozen=True)
+class StatusPageConfig:
+    """The daemon's status page, JSON API and Prometheus ``/metrics`` (``[status]``)."""
+
+    enabled: bool = True
+    #: The address to listen on: loopback by default; anything else needs ``token_file``.
+    listen: str = "127.0.0.1"
+    #: 0 picks a free port (logged, and shown by ``mapillaryd status``).
+    port: int = 8686
+    #: A file holding the access token browsers and scrapers must present.
+    token_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration. ``source`` names the file it came from (or ``<defaults>``)."""
 
@@ -258,6 +272,7 @@ class Config:
     backup: BackupConfig | None = None
     mounts: MountsConfig = MountsConfig()
     notify: NotifyConfig = NotifyConfig()
+    status: StatusPageConfig = StatusPageConfig()
 
     def time_zone_for(self, watch: WatchConfig) -> tzinfo:
         """The zone naive camera times from ``watch`` are read in."""
@@ -421,6 +436,7 @@ def build_config(
     known = {"state", "watch", "mapillary", "scan", "process", "upload", "log", "privacy_zone"}
     known.add("backup")
     known |= {"mounts", "mount_root", "notify"}
+    known.add("status")
     problems += [f"{key}: unknown section" for key in sorted(set(data) - known)]
 
     state = _build_state(
@@ -479,6 +495,7 @@ def build_config(
     backup = _build_backup(data, problems, base_dir)
     mounts = _build_mounts(data, problems)
     notify = _build_notify(_Section(_table(data, "notify", problems), "notify", problems))
+    status = _build_status(_Section(_table(data, "status", problems), "status", problems), base_dir)
     if problems:
         raise ConfigError(source, problems)
     return Config(
@@ -494,6 +511,7 @@ def build_config(
         backup=backup,
         mounts=mounts,
         notify=notify,
+        status=status,
     )
 
 
@@ -737,3 +755,42 @@ def _build_notify(s: _Section) -> NotifyConfig:
 
 def _optional_url(value: str) -> str | None:
     return _url(value) if value else None
+
+
+def _build_status(s: _Section, base_dir: Path) -> StatusPageConfig:
+    """``[status]``: a listen address other than loopback is refused without a token file."""
+    listen = s.get("listen", str, "127.0.0.1", _listen_address)
+    cfg = StatusPageConfig(
+        enabled=s.get("enabled", bool, True),
+        listen=listen,
+        port=s.get("port", int, 8686, lambda v: None if 0 <= v <= 65535 else "must be 0-65535"),
+        token_file=s.path("token_file", base_dir, None),
+    )
+    if cfg.enabled and cfg.token_file is None and not is_loopback(listen):
+        s.problem(
+            "token_file",
+            f"required when listen = {listen!r} (not loopback): the page and /metrics "
+            "would be open to the network without a token",
+        )
+    s.finish()
+    return cfg
+
+
+def is_loopback(address: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses (127.0.0.0/8, ::1)."""
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def _listen_address(value: str) -> str | None:
+    if value == "localhost":
+        return None
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return f"expected an IP address (127.0.0.1, 0.0.0.0, ::1, ::) or 'localhost', got {value!r}"
+    return None
