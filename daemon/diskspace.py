@@ -138,3 +138,7 @@ def volatile_fs_type(path: Path, mounts_file: Path = Path("/proc/self/mounts")) 
         p = p.parent
     kind = mount_fs_type(str(p.resolve()), mounts)
     return kind if kind in VOLATILE_FS_TYPES else None
+
+
+#: The queue meta key where a held ingest says why (``status`` shows it).
+INGEST_HOLD_KEY = "ingest_hold"

@@ -7,17 +7,29 @@ Threads, each with its own queue connection:
 * one **ingest** thread: hash, copy off the card, read metadata, record;
 * ``max_parallel_uploads`` **image uploaders** and one **finisher** (manifests, finish_upload).
 
-Stopping (SIGTERM/SIGINT set the ``stop`` event): no new work is claimed, in-flight units end or
-are released, threads are joined, and leases left behind are freed at the next start anyway.
+* one **freer** when a watch frees its card (:mod:`daemon.freeing`).
+
+Stopping (SIGTERM/SIGINT set the ``stop`` event): no new work is claimed, in-flight units end
+within :data:`STOP_DEADLINE_SECONDS` or their leases are released, and ``run`` returns (the CLI
+exits 0); leases left behind by a kill are freed at the next start anyway.
 A failure on one file is logged and recorded; it never stops the loop.
+
+Hard edges handled here (issue #5): each watch root's volume identity (:mod:`daemon.volumes`) is
+followed every tick — a card pulled or swapped makes its queued items wait for it
+(``source_missing``) and a rescan runs when it is back; a disk too full to ingest holds ingest
+with a status (``ingest_hold``) until room returns; a wall-clock jump moves the stored
+deadlines with it (:mod:`daemon.walljump`); a state dir on tmpfs is refused unless allowed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import queue as queue_mod
 import random
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,21 +38,31 @@ from pathlib import Path
 
 import structlog
 
-from daemon import mounts, sdnotify, spool
+from daemon import diskspace, mounts, sdnotify, spool, volumes
 from daemon.clock import SYSTEM_CLOCK, Clock
 from daemon.config import Config, WatchConfig
 from daemon.credentials import TokenSource
+from daemon.diskspace import INGEST_HOLD_KEY, DiskFull
+from daemon.errors import StateError
+from daemon.freeing import CardFreer, is_moved_aside
 from daemon.ingest import Ingester
 from daemon.logsetup import REDACTOR
 from daemon.process import WAITING_FOR_TRACK, cut_batch, video_track_options
 from daemon.retry import Policy
 from daemon.store.queue import Queue
 from daemon.upload import Endpoints, Uploader, Upstream
+from daemon.walljump import JumpDetector
 from daemon.watch import Settler, Watcher, is_candidate, is_track_file, scan, stat_file
 
 log = structlog.get_logger(__name__)
 
 TICK_SECONDS = 0.25
+#: After SIGTERM, in-flight uploads get this long to finish before their leases are released
+#: (well inside systemd's default TimeoutStopSec of 90 s).
+STOP_DEADLINE_SECONDS = 20.0
+#: How often a held ingest looks at the disks again, and the freer at the cards.
+DISK_RECHECK_SECONDS = 2.0
+FREE_INTERVAL_SECONDS = 2.0
 
 
 @dataclass
@@ -92,6 +114,10 @@ class Service:
         )
         self._mounts: mounts.MountMonitor | None = None
         self._cards: dict[Path, WatchConfig] = {}
+        #: The identities of the volume last seen at each watch root (empty: not there).
+        self._volumes: dict[Path, frozenset[str]] = {}
+        self._jumps = JumpDetector()
+        self._ingest_held = False
 
     def open_queue(self) -> Queue:
         return Queue.open(self.cfg.state.database)
@@ -101,10 +127,16 @@ class Service:
     def run(self, stop: threading.Event, on_ready: Callable[[], None] | None = None) -> None:
         """Run until ``stop`` is set. Raise :class:`daemon.errors.StateError` if the queue
         database cannot be opened."""
+        self._refuse_volatile_state()
         q = self.open_queue()
         self.cfg.state.spool_dir.mkdir(parents=True, exist_ok=True)
         REDACTOR.add(self.tokens.current())
         released = q.release_stale(self.boot_id, self.now())
+        up = self.cfg.upload
+        horizon = 2 * max(up.retry_cap_seconds, up.max_retry_after_seconds) + 60
+        clamped = q.clamp_schedule(self.now(), horizon)
+        if clamped:
+            log.warning("clock_set_back_while_down", deadlines_due_now=clamped)
         spool.collect_garbage(self.cfg.state.spool_dir, q.needed_data_paths())
         self.upstream.load_hold(q)
         log.info(
@@ -135,10 +167,28 @@ class Service:
             self.ready.put(None)
             watcher.stop()
             self.wake.set()
+            deadline = time.monotonic() + STOP_DEADLINE_SECONDS
             for t in self._threads:
-                t.join(timeout=30)
+                t.join(timeout=max(0.0, deadline - time.monotonic()))
+            late = [t.name for t in self._threads if t.is_alive()]
+            released = q.release_owned(self.boot_id, self.now())
             q.close()
-            log.info("stopped")
+            log.info("stopped", unfinished_threads=late, leases_released=released)
+
+    def _refuse_volatile_state(self) -> None:
+        """A state or spool dir in RAM loses the queue (and the only copy of pulled cards'
+        files) at the next power cut: refuse to start, or only warn with ``allow_tmpfs``."""
+        st = self.cfg.state
+        for key, path in (("state.dir", st.dir), ("state.spool_dir", st.spool_dir)):
+            kind = diskspace.volatile_fs_type(path)
+            if kind is None:
+                continue
+            if not st.allow_tmpfs:
+                raise StateError(
+                    f"{key}: {path} is on {kind} (RAM): the queue would be lost at the next "
+                    "power cut; use persistent storage, or set [state] allow_tmpfs = true"
+                )
+            log.warning("state_on_tmpfs", key=key, path=str(path), fs=kind)
 
     def now(self) -> float:
         return self.clock.now().timestamp()
@@ -154,6 +204,8 @@ class Service:
         for n in range(up.max_parallel_uploads):
             self._spawn(f"upload-{n}", self._upload_loop, stop, endpoints, policy, True, False)
         self._spawn("finisher", self._upload_loop, stop, endpoints, policy, False, True)
+        if any(w.free_card != "off" for w in self.cfg.watches):
+            self._spawn("freer", self._free_loop, stop)
 
     def _spawn(self, name: str, target: Callable[..., None], *args: object) -> None:
         t = threading.Thread(target=target, args=args, name=name, daemon=True)
@@ -185,8 +237,14 @@ class Service:
 
     def _tick(self, q: Queue, watcher: Watcher) -> None:
         mono = self.clock.monotonic()
+        jump = self._jumps.check(self.now(), mono)
+        if jump is not None:
+            moved = q.shift_schedule(jump)
+            log.warning("wall_clock_jumped", seconds=round(jump), deadlines_moved=moved)
         self._update_cards(watcher, mono)
         for w in self.watches():
+            if self._volume_changed(q, w, watcher):
+                self._next_scan[w.path] = 0.0
             appeared = w.path not in self._watched and watcher.ensure(w.path, w.recursive)
             if appeared:
                 self._watched.add(w.path)
@@ -220,6 +278,33 @@ class Service:
             except Exception:
                 log.exception("batch_cut_failed", batch=batch_id)
 
+    def _volume_changed(self, q: Queue, w: WatchConfig, watcher: Watcher) -> bool:
+        """Follow the volume at ``w``'s root; return True when it changed (pulled, inserted,
+        swapped). Items whose bytes were on the old volume wait for it; items waiting for the
+        new one are queued again if their files are there."""
+        ids = volumes.identities(w.path)
+        known = w.path in self._volumes
+        before = self._volumes.get(w.path, frozenset())
+        self._volumes[w.path] = ids
+        # The same volume answers to the same filesystem id even once a marker is written.
+        if known and (ids & before or not (ids or before)):
+            return False
+        if known:
+            log.info("volume_changed", root=str(w.path), before=sorted(before), now=sorted(ids))
+            watcher.forget(w.path)  # the old watch sits on the old filesystem
+            self._watched.discard(w.path)
+            if before:
+                old = _primary(before)
+                n = q.mark_source_missing_under(str(w.path), str(w.path), old, self.now())
+                if n:
+                    log.warning("card_gone", root=str(w.path), items_waiting=n, volume=old)
+        if ids:
+            n = q.resume_source_missing(str(w.path), ids, _present, self.now())
+            if n:
+                log.info("card_back", root=str(w.path), items_resumed=n, volume=_primary(ids))
+                self.wake.set()
+        return known
+
     def _track_arrived(self, q: Queue, path: str, watch: WatchConfig) -> None:
         """A GPS track file appeared or changed: images of this folder that waited for a
         track go back through processing (in a new batch, so with every track now there)."""
@@ -237,7 +322,13 @@ class Service:
         if not root.is_dir():
             return
         found = 0
+        if w.path in self._volumes:  # a periodic scan also finds files that came back
+            ids = volumes.identities(w.path)
+            if q.resume_source_missing(str(w.path), ids, _present, self.now()):
+                self.wake.set()
         for path, st in scan(root, w.recursive):
+            if w.free_card == "move" and is_moved_aside(w.path, path):
+                continue
             if not q.is_known(path, *st):
                 self.settler.observe(path, st, mono, w.settle_seconds)
                 found += 1
@@ -252,6 +343,8 @@ class Service:
                 return
             watch = self._watch_for(path)
             if watch is None:
+                continue
+            if watch.free_card == "move" and is_moved_aside(watch.path, path):
                 continue
             if os.path.isdir(path):
                 self._scan(q, watch, mono, under=Path(path))
@@ -270,7 +363,10 @@ class Service:
 
     def _ingest_loop(self, stop: threading.Event) -> None:
         q = self.open_queue()
-        ingester = Ingester(q, self.cfg.state.spool_dir, self.clock)
+        st = self.cfg.state
+        ingester = Ingester(
+            q, st.spool_dir, self.clock, state_dir=st.dir, reserve=st.min_free_bytes
+        )
         try:
             while True:
                 job = self.ready.get()
@@ -278,15 +374,86 @@ class Service:
                     return
                 path, watch = job
                 try:
-                    ingester.ingest(
-                        path, watch.path, watch.ingest == "copy", self.cfg.time_zone_for(watch)
-                    )
-                except OSError as exc:
-                    log.error("ingest_failed", path=path, error=str(exc))
-                except Exception:
-                    log.exception("ingest_crashed", path=path)
+                    while not self._ingest_one(q, ingester, path, watch):
+                        if not self._wait_for_room(stop):
+                            return
                 finally:
                     self.inflight.done(path)
+        finally:
+            q.close()
+
+    def _ingest_one(self, q: Queue, ingester: Ingester, path: str, watch: WatchConfig) -> bool:
+        """Ingest one file; return False when a disk is too full (ingest is then held)."""
+        try:
+            ingester.ingest(
+                path,
+                watch.path,
+                watch.ingest == "copy",
+                self.cfg.time_zone_for(watch),
+                mark_volume=watch.free_card != "off",
+            )
+        except DiskFull as exc:
+            self._hold_ingest(q, exc)
+            return False
+        except OSError as exc:
+            log.error("ingest_failed", path=path, error=str(exc))
+        except Exception:
+            log.exception("ingest_crashed", path=path)
+        if self._ingest_held:
+            self._ingest_held = False
+            with _suppress_full():
+                q.set_meta(INGEST_HOLD_KEY, None)
+            log.info("ingest_resumed", why="there is room on the disks again")
+        return True
+
+    def _hold_ingest(self, q: Queue, exc: DiskFull) -> None:
+        """Say once (log and status) that ingest waits for room; nothing was recorded."""
+        if self._ingest_held:
+            return
+        self._ingest_held = True
+        hold = {
+            "reason": "disk_low",
+            "detail": str(exc),
+            "path": exc.path,
+            "since": self.clock.now().isoformat(),
+        }
+        with _suppress_full():  # the state disk itself may be the full one
+            q.set_meta(INGEST_HOLD_KEY, json.dumps(hold))
+        log.error("ingest_held", reason="disk_low", detail=str(exc))
+
+    def _wait_for_room(self, stop: threading.Event) -> bool:
+        """Wait until both disks have their reserve free again; False if stopped first."""
+        st = self.cfg.state
+        while not stop.is_set():
+            try:
+                room = all(
+                    diskspace.free_bytes(p) >= st.min_free_bytes for p in (st.dir, st.spool_dir)
+                )
+            except OSError:
+                room = False
+            if room:
+                return True
+            stop.wait(DISK_RECHECK_SECONDS)
+        return False
+
+    def _free_loop(self, stop: threading.Event) -> None:
+        """Free the cards of the watches that ask for it, a pass every few seconds."""
+        q = self.open_queue()
+        freer = CardFreer(q, self.clock)
+        try:
+            while not stop.is_set():
+                for w in self.watches():
+                    if w.free_card == "off" or stop.is_set():
+                        continue
+                    ids = volumes.identities(w.path)
+                    try:
+                        if ids:
+                            freer.free_under(w.path, w.free_card, ids, stop)
+                    except DiskFull as exc:
+                        log.warning("free_card_postponed", root=str(w.path), error=str(exc))
+                    except Exception:
+                        log.exception("free_card_crashed", root=str(w.path))
+                stop.wait(FREE_INTERVAL_SECONDS)
         finally:
             q.close()
 
@@ -299,13 +466,15 @@ class Service:
         sequences: bool,
     ) -> None:
         q = self.open_queue()
+        # Each worker leases under its own name, so a crashed one's lease can be given back.
+        owner = f"{self.boot_id}/{threading.current_thread().name}"
         worker = Uploader(
             q,
             endpoints,
             self.upstream,
             self.clock,
             policy,
-            self.boot_id,
+            owner,
             stop,
             spool=self.cfg.state.spool_dir,
             wake=self.wake,
@@ -315,8 +484,37 @@ class Service:
             while not stop.is_set():
                 try:
                     worker.run(images=images, sequences=sequences)
+                except DiskFull as exc:  # the state disk: nothing can be recorded now
+                    log.error("upload_paused_disk_full", error=str(exc))
+                    self._release_when_room(q, owner, stop)
                 except Exception:
                     log.exception("upload_worker_crashed")
                     stop.wait(5)
+                    with _suppress_full():
+                        q.release_owned(owner, self.now())
         finally:
             q.close()
+
+    def _release_when_room(self, q: Queue, owner: str, stop: threading.Event) -> None:
+        """Give back this worker's lease once the state disk can record it again."""
+        while not stop.is_set():
+            try:
+                q.release_owned(owner, self.now())
+                return
+            except DiskFull:
+                stop.wait(DISK_RECHECK_SECONDS)
+
+
+def _present(path: str, size: int) -> bool:
+    """The file an item waits for is there again, with its size."""
+    st = stat_file(path)
+    return st is not None and st[0] == size
+
+
+def _primary(ids: frozenset[str]) -> str:
+    """The strongest of a volume's identities: its marker's if it has one."""
+    return next((i for i in sorted(ids) if i.startswith("marker:")), min(ids))
+
+
+def _suppress_full() -> contextlib.AbstractContextManager[None]:
+    return contextlib.suppress(DiskFull)

@@ -217,8 +217,8 @@ class Uploader:
                 key, handle, offset = self._send_video(item, token)
             else:
                 key, handle, offset = self._send_image(item, token)
-        except FileNotFoundError:
-            self._wait_for_source(item)
+        except OSError as exc:  # ENOENT, or EIO/ENODEV when a card is pulled mid-read
+            self._wait_for_source(item, exc)
             return
         except ItemError as exc:
             self.queue.item_failed(
@@ -272,17 +272,15 @@ class Uploader:
         finally:
             PROGRESS.end(item.id)
 
-    def _wait_for_source(self, item: Item) -> None:
-        """The file is gone (card pulled, drop folder emptied): wait for it, never fail."""
-        self.queue.item_retry(
-            item.id,
-            self.now() + 60,
-            "source_missing",
-            f"{item.data_path} is missing; waiting for it to come back",
-            self.now(),
-            count_attempt=False,
+    def _wait_for_source(self, item: Item, exc: OSError) -> None:
+        """The file is gone or unreadable (card pulled, drop folder emptied): the item waits
+        for the volume it was found on (``source_missing``), never fails; the service queues
+        it again when that volume and the file are back."""
+        why = exc.strerror or type(exc).__name__
+        self.queue.item_source_missing(
+            item.id, f"{item.data_path}: {why}; waiting for it to come back", self.now()
         )
-        log.warning("source_missing", item=item.id, data_path=item.data_path)
+        log.warning("source_missing", item=item.id, data_path=item.data_path, error=why)
 
     def _retry_or_give_up_item(self, item: Item, exc: UploadError, token: str) -> None:
         self._failed(
