@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from daemon import control
+from daemon.diskspace import INGEST_HOLD_KEY
 from daemon.progress import Transfer
 from daemon.store.queue import ItemState, Queue
 from daemon.upload import HOLD_KEY
@@ -82,7 +83,14 @@ def report(
         "backup": backup_section(cfg) if cfg is not None else {"configured": False},
         "status_page": queue.get_meta(STATUS_URL_KEY),
         "generated_at": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
+        "ingest_hold": _json_meta(queue, INGEST_HOLD_KEY),
+        "card_files": queue.freed_counts(),
     }
+
+
+def _json_meta(queue: Queue, key: str) -> Any:
+    raw = queue.get_meta(key)
+    return json.loads(raw) if raw else None
 
 
 def _uploading(queue: Queue, live: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -117,7 +125,14 @@ def _disk(cfg: Config) -> list[dict[str, Any]]:
             continue
         seen.add(key)
         out.append(
-            {"role": role, "path": str(path), "free_bytes": usage.free, "total_bytes": usage.total}
+            {
+                "role": role,
+                "path": str(path),
+                "free_bytes": usage.free,
+                "total_bytes": usage.total,
+                # below [state] min_free_mb, ingest holds (see daemon/diskspace.py)
+                "low": usage.free < cfg.state.min_free_bytes,
+            }
         )
     return out
 
@@ -171,6 +186,8 @@ def empty_report(note: str, cfg: Config | None = None) -> dict[str, Any]:
         "backup": backup_section(cfg) if cfg is not None else {"configured": False},
         "status_page": None,
         "note": note,
+        "ingest_hold": None,
+        "card_files": {},
     }
 
 
@@ -211,6 +228,11 @@ def render(rep: dict[str, Any], *, max_rows: int = 30) -> str:
     if rep["hold"]:
         h = rep["hold"]
         lines.append(f"UPLOADS HELD ({h['reason']}) since {h['since']}: {h['detail']}")
+        lines.append("")
+    if rep.get("ingest_hold"):
+        h = rep["ingest_hold"]
+        lines.append(f"INGEST HELD ({h['reason']}) since {h['since']}: {h['detail']}")
+        lines.append("  (nothing more is copied off the cards until there is room again)")
         lines.append("")
     if rep.get("paused"):
         p = rep["paused"]
@@ -293,7 +315,14 @@ def _footer(rep: dict[str, Any]) -> list[str]:
             lines.append(
                 f"disk ({d['role']}): {human_bytes(d['free_bytes'])} free of "
                 f"{human_bytes(d['total_bytes'])} at {d['path']}"
+                + (" — LOW: ingest holds below [state] min_free_mb" if d.get("low") else "")
             )
+    freed = rep.get("card_files") or {}
+    if freed:
+        lines.append(
+            "card files freed after confirmed upload: "
+            + ", ".join(f"{n} {outcome}" for outcome, n in sorted(freed.items()))
+        )
     lines.append("backup: " + backup_line(rep.get("backup") or {}))
     if rep.get("status_page"):
         lines.append(f"status page: {rep['status_page']}")
