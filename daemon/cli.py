@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--data", type=Path, required=True, help="where it keeps what it receives")
     p.add_argument("--token", required=True, help="the user token it accepts")
+    p.add_argument(
+        "--faults",
+        metavar="SPEC",
+        help="inject faults: a JSON/TOML file or the text itself (daemon/sandbox/faults.py)",
+    )
 
     p = sub.add_parser("demo", help="a whole drive through the daemon against the local sandbox")
     p.add_argument("--frames", type=int, default=60, help="frames in the synthetic drive")
@@ -116,7 +121,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         from daemon.sandbox import serve
 
         logsetup.configure("info")
-        serve(args.port, args.data, args.token, host=args.host)
+        hook = None
+        if args.faults:
+            from daemon.sandbox.faults import FaultInjector, load_spec
+
+            hook = FaultInjector(load_spec(args.faults))  # a bad spec: ConfigError, exit 2
+        serve(args.port, args.data, args.token, host=args.host, faults=hook)
         return 0
     if args.command == "demo":
         from daemon.demo import run_demo

@@ -32,6 +32,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="directory for its state")
     parser.add_argument("--token", required=True, help="the user access token it accepts")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    parser.add_argument(
+        "--faults", metavar="SPEC", help="fault injection: a JSON/TOML file or text (faults.py)"
+    )
     args = parser.parse_args(argv)
-    serve(args.port, args.data, args.token, args.host, verbose=args.verbose)
+    hook = None
+    if args.faults:
+        from daemon.errors import ConfigError
+        from daemon.sandbox.faults import FaultInjector, load_spec
+
+        try:
+            hook = FaultInjector(load_spec(args.faults))
+        except ConfigError as exc:
+            parser.exit(2, f"{parser.prog}: {exc}\n")
+    serve(args.port, args.data, args.token, args.host, verbose=args.verbose, faults=hook)
     return 0

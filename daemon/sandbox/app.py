@@ -5,7 +5,10 @@ nothing about sockets. The HTTP plumbing is in :mod:`daemon.sandbox.server`.
 
 Fault injection seam: :attr:`SandboxApp.faults` is consulted first for every request. A hook may
 return a reply to send instead (5xx, 429…), sleep before returning None (slow), or raise
-:class:`Disconnect` to drop the connection without answering.
+:class:`Disconnect` to drop the connection without answering. A hook that is also a
+:class:`RouteFaultHook` acts inside the routes too: it sees (and may cut or throttle) upload
+bodies, may make a session lose bytes, and may lose the reply after the route did its work
+(:mod:`daemon.sandbox.faults` is such a hook). ``POST /_sandbox/faults`` installs one at run time.
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ import hashlib
 import hmac
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from email.message import Message
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from urllib.parse import unquote
 
 from daemon.clock import Clock
@@ -51,6 +54,8 @@ class Request:
     headers: Message
     route: str
     params: dict[str, str] = field(default_factory=dict)
+    #: The client's ``host:port``: tells one connection from another.
+    peer: str = ""
 
 
 class FaultHook(Protocol):
@@ -58,6 +63,27 @@ class FaultHook(Protocol):
 
     def before(self, request: Request) -> Reply | None:
         """A reply to send instead of the route's, or None to carry on."""
+        ...
+
+
+@runtime_checkable
+class RouteFaultHook(FaultHook, Protocol):
+    """A fault hook that also acts inside routes, on the request :meth:`before` last saw."""
+
+    def body(self, request: Request, pieces: Iterator[bytes]) -> Iterator[bytes]:
+        """The upload body as the route shall read it (may raise ``BodyCut`` part-way)."""
+        ...
+
+    def held(self, request: Request, held: int, complete: bool) -> int:
+        """How many of the ``held`` bytes of the request's session the server keeps."""
+        ...
+
+    def after(self, request: Request, reply: Reply) -> Reply | None:
+        """The reply to send once the route has run, or None to send none (lost response)."""
+        ...
+
+    def snapshot(self) -> dict[str, object]:
+        """Counts for ``GET /_sandbox/stats`` (its ``faults`` member)."""
         ...
 
 
@@ -75,6 +101,7 @@ class Stats:
         self._lock = threading.Lock()
         self._requests: dict[str, int] = {}
         self._bytes = 0
+        self._wire = 0
 
     def count(self, route: str) -> None:
         with self._lock:
@@ -84,9 +111,18 @@ class Stats:
         with self._lock:
             self._bytes += n
 
+    def add_wire(self, n: int) -> None:
+        """Count ``n`` bytes read off a client socket (request lines, headers, framing, bodies)."""
+        with self._lock:
+            self._wire += n
+
     def snapshot(self) -> dict[str, object]:
         with self._lock:
-            return {"requests": dict(self._requests), "bytes_received": self._bytes}
+            return {
+                "requests": dict(self._requests),
+                "bytes_received": self._bytes,
+                "wire_bytes_received": self._wire,
+            }
 
 
 @dataclass(frozen=True)
@@ -103,6 +139,7 @@ def _route(regex: str, template: str) -> _Route:
 _ROUTES = (
     _route(r"/_sandbox/clusters", "/_sandbox/clusters"),
     _route(r"/_sandbox/stats", "/_sandbox/stats"),
+    _route(r"/_sandbox/faults", "/_sandbox/faults"),
     _route(r"/_sandbox/sessions/(?P<session_key>[^/]+)", "/_sandbox/sessions/{session_key}"),
     _route(r"/upload/(?P<session_key>[^/]+)", "/upload/{session_key}"),
     _route(r"/finish_upload", "/finish_upload"),
@@ -142,9 +179,12 @@ class SandboxApp:
         self._username = username
         self._signer = HandleSigner(store.secret)
         self._finisher = Finisher(store, self._signer, clock)
+        self._clock = clock
         self._routes: dict[str, Callable[[Request, Body], Reply]] = {
             "GET /_sandbox/clusters": self._clusters,
             "GET /_sandbox/stats": self._stats,
+            "GET /_sandbox/faults": self._get_faults,
+            "POST /_sandbox/faults": self._set_faults,
             "GET /_sandbox/sessions/{session_key}": self._session_bytes,
             "GET /upload/{session_key}": self._get_offset,
             "POST /upload/{session_key}": self._post_bytes,
@@ -175,18 +215,27 @@ class SandboxApp:
         if not self._authorized(request):
             return replies.auth_failed()
         try:
-            return handler(request, body)
+            reply = handler(request, body)
         except _UploadReject as exc:
-            return exc.reply
+            reply = exc.reply
         except FinishError as exc:
-            return graph_error(400, str(exc))
+            reply = graph_error(400, str(exc))
         except BodyFramingError as exc:
-            return graph_error(400, f"bad request body: {exc}")
+            reply = graph_error(400, f"bad request body: {exc}")
         except BodyCut as exc:
             raise Disconnect(str(exc)) from exc
+        hook = self.faults
+        if isinstance(hook, RouteFaultHook):
+            after = hook.after(request, reply)
+            if after is None:
+                raise Disconnect("fault injection: response lost")
+            reply = after
+        return reply
 
     def _authorized(self, request: Request) -> bool:
-        if request.route.startswith("GET /_sandbox/") or request.route in self._public:
+        if request.route.startswith(("GET /_sandbox/", "POST /_sandbox/faults")):
+            return True
+        if request.route in self._public:
             return True
         scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
         token = token.strip()
@@ -200,7 +249,19 @@ class SandboxApp:
 
     def _get_offset(self, request: Request, body: Body) -> Reply:
         key = _session_key(request)
+        self._session_faults(request, key)
         return json_reply(200, {"offset": self._store.offset(key)})
+
+    def _session_faults(self, request: Request, key: str) -> None:
+        """Let a route fault hook make the session lose bytes (an expired or reset session)."""
+        hook = self.faults
+        if not isinstance(hook, RouteFaultHook):
+            return
+        session = self._store.session(key)
+        held = self._store.offset(key)
+        keep = hook.held(request, held, session is not None and session.complete)
+        if keep < held:
+            self._store.truncate(key, keep)
 
     def _post_bytes(self, request: Request, body: Body) -> Reply:
         key = _session_key(request)
@@ -211,9 +272,14 @@ class SandboxApp:
         name = request.headers.get("X-Entity-Name")
         if name is not None and name != key:
             raise _UploadReject(400, "InvalidRequestError", "X-Entity-Name differs from the URL")
+        self._session_faults(request, key)
+        hook = self.faults
+        pieces: Iterable[bytes] = body
+        if isinstance(hook, RouteFaultHook):
+            pieces = hook.body(request, iter(body))
         try:
             with self._store.append(key, offset, entity_length) as appender:
-                for piece in body:
+                for piece in pieces:
                     appender.write(piece)
                 appender.ended_cleanly = True
         except OffsetMismatchError as exc:
@@ -258,7 +324,32 @@ class SandboxApp:
         return json_reply(200, [c.as_json() for c in self._store.clusters()])
 
     def _stats(self, request: Request, body: Body) -> Reply:
-        return json_reply(200, self.stats.snapshot())
+        snapshot = self.stats.snapshot()
+        if isinstance(self.faults, RouteFaultHook):
+            snapshot["faults"] = self.faults.snapshot()
+        return json_reply(200, snapshot)
+
+    def _get_faults(self, request: Request, body: Body) -> Reply:
+        if isinstance(self.faults, RouteFaultHook):
+            return json_reply(200, self.faults.snapshot())
+        return json_reply(200, {})
+
+    def _set_faults(self, request: Request, body: Body) -> Reply:
+        """Replace the fault spec (JSON or TOML body, see :mod:`daemon.sandbox.faults`)."""
+        from daemon.sandbox.faults import FaultInjector, FaultSpecError, parse_spec
+
+        try:
+            spec = parse_spec(body.read_all(JSON_BODY_LIMIT).decode("utf-8"), "request body")
+        except UnicodeDecodeError:
+            return graph_error(400, "fault spec is not UTF-8")
+        except FaultSpecError as exc:
+            return json_reply(400, {"error": {"message": str(exc), "problems": exc.problems}})
+        current = self.faults
+        if isinstance(current, FaultInjector):
+            current.configure(spec)
+        else:
+            self.faults = FaultInjector(spec, self._clock)
+        return json_reply(200, spec.as_json())
 
     def _session_bytes(self, request: Request, body: Body) -> Reply:
         key = _session_key(request)

@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -43,6 +44,10 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: _Server
 
+    def setup(self) -> None:
+        super().setup()
+        self.rfile = _CountingReader(self.rfile, self.server.app.stats.add_wire)  # type: ignore[assignment]
+
     def do_GET(self) -> None:
         self._handle()
 
@@ -52,7 +57,8 @@ class _Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         route, params = match(self.command, split.path)
         query = parse_qs(split.query, keep_blank_values=True)
-        request = Request(self.command, split.path, query, self.headers, route, params)
+        peer = f"{self.client_address[0]}:{self.client_address[1]}"
+        request = Request(self.command, split.path, query, self.headers, route, params, peer)
         try:
             body = Body(self.rfile, self.headers, self.server.app.stats.add_bytes)
         except BodyFramingError as exc:
@@ -101,6 +107,36 @@ class _Handler(BaseHTTPRequestHandler):
             sys.stderr.write(f"sandbox: {line}\n")
         else:
             LOG.debug(line)
+
+
+class _CountingReader:
+    """A socket's buffered reader that counts every byte it hands out: what came over the wire
+    (request lines, headers, chunk framing and bodies), for ``wire_bytes_received``."""
+
+    def __init__(self, raw: Any, count: Callable[[int], None]) -> None:
+        self._raw = raw
+        self._count = count
+
+    def read(self, size: int = -1, /) -> bytes:
+        data: bytes = self._raw.read(size)
+        self._count(len(data))
+        return data
+
+    def read1(self, size: int = -1, /) -> bytes:
+        data: bytes = self._raw.read1(size)
+        self._count(len(data))
+        return data
+
+    def readline(self, size: int = -1, /) -> bytes:
+        data: bytes = self._raw.readline(size)
+        self._count(len(data))
+        return data
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
 
 
 class _Server(ThreadingHTTPServer):
@@ -244,7 +280,13 @@ def _url_host(host: str) -> str:
 
 
 def serve(
-    port: int, data_dir: Path, token: str, host: str = "127.0.0.1", *, verbose: bool = False
+    port: int,
+    data_dir: Path,
+    token: str,
+    host: str = "127.0.0.1",
+    *,
+    verbose: bool = False,
+    faults: FaultHook | None = None,
 ) -> None:
     """Run a sandbox until SIGINT or SIGTERM; prints one line with its URLs first.
 
@@ -257,7 +299,9 @@ def serve(
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with Sandbox(data_dir, token, host=host, port=port, verbose=verbose) as sandbox:
+        with Sandbox(
+            data_dir, token, host=host, port=port, verbose=verbose, faults=faults
+        ) as sandbox:
             print(
                 f"sandbox serving {sandbox.url} (upload endpoint {sandbox.upload_endpoint},"
                 f" graph endpoint {sandbox.graph_endpoint}), data in {data_dir}",

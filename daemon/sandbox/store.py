@@ -231,6 +231,24 @@ class SandboxStore:
             with self._lock:
                 self._busy.discard(session_key)
 
+    def truncate(self, session_key: str, size: int) -> bool:
+        """Make the session hold only its first ``size`` bytes (a server that lost the rest, for
+        fault injection); it is then incomplete. False, changing nothing, while it is busy."""
+        try:
+            self._claim(session_key)
+        except SessionBusyError:
+            return False
+        try:
+            path = self._path(session_key)
+            if path.exists() and path.stat().st_size > size:
+                with path.open("r+b") as fp:
+                    fp.truncate(size)
+                self._set_complete(session_key, False)
+            return True
+        finally:
+            with self._lock:
+                self._busy.discard(session_key)
+
     def _claim(self, session_key: str) -> None:
         with self._lock:
             if session_key in self._busy:
