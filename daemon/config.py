@@ -143,6 +143,16 @@ class ProcessConfig:
     interpolate_directions: bool = False
     max_speed_kmh: float = 400.0
     zigzag_check: bool = True
+    #: Native videos: stretches parked (within trim_parked_radius_m for this long) are cut
+    #: out; 0 keeps them. See daemon/geo/video_trim.py.
+    trim_parked_seconds: float = 120.0
+    trim_parked_radius_m: float = 10.0
+    #: A kept stretch of a trimmed video shorter than this is not uploaded.
+    trim_min_seconds: float = 5.0
+    #: Safety margins around privacy zones for native videos: metres added to the radius,
+    #: seconds added before and after.
+    trim_margin_m: float = 10.0
+    trim_margin_seconds: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -463,6 +473,11 @@ def build_config(
         interpolate_directions=s.get("interpolate_directions", bool, False),
         max_speed_kmh=s.get("max_speed_kmh", float, 400.0, _positive),
         zigzag_check=s.get("zigzag_check", bool, True),
+        trim_parked_seconds=s.get("trim_parked_seconds", float, 120.0, _at_least(0)),
+        trim_parked_radius_m=s.get("trim_parked_radius_m", float, 10.0, _positive),
+        trim_min_seconds=s.get("trim_min_seconds", float, 5.0, _at_least(0)),
+        trim_margin_m=s.get("trim_margin_m", float, 10.0, _at_least(0)),
+        trim_margin_seconds=s.get("trim_margin_seconds", float, 1.0, _at_least(0)),
     )
     s.finish()
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
@@ -20,13 +21,25 @@ from daemon.config import Config, WatchConfig
 from daemon.errors import ItemError
 from daemon.geo.privacy import Zone
 from daemon.geo.sequence import SequenceOptions
-from daemon.geo.video_limits import VideoPoint, check_video
+from daemon.geo.video_limits import VideoPoint, VideoRefusal, check_video
+from daemon.geo.video_trim import PRIVACY, TrimOptions, TrimPlan, plan_trim
 from daemon.geotag import GeotagOptions, Photo, load_source
 from daemon.ingest import read_outcome
+from daemon.media.camm_mp4 import read_clip_source
 from daemon.media.exif import ExifFacts
 from daemon.media.sampling import FfmpegMissingError, sample_video
+from daemon.media.video import VideoTrack
 from daemon.processing import Input, ProcessOptions, process
-from daemon.store.queue import Item, ItemState, Metadata, NewFile, Placement, Queue, Verdict
+from daemon.store.queue import (
+    Clip,
+    Item,
+    ItemState,
+    Metadata,
+    NewFile,
+    Placement,
+    Queue,
+    Verdict,
+)
 from daemon.video_track import VideoTrackOptions, video_track_at
 
 log = structlog.get_logger(__name__)
@@ -45,12 +58,78 @@ def _verdict(reason: str, message: str) -> Verdict:
     return Verdict(ItemState.REJECTED, reason, message)
 
 
+def trim_options(cfg: Config) -> TrimOptions:
+    """How native videos are trimmed: the privacy zones and the [process] trim_* keys."""
+    p = cfg.process
+    return TrimOptions(
+        zones=tuple(Zone(z.lat, z.lon, z.radius_m, z.name) for z in cfg.privacy_zones),
+        parked_seconds=p.trim_parked_seconds,
+        parked_radius_m=p.trim_parked_radius_m,
+        min_clip_seconds=p.trim_min_seconds,
+        margin_m=p.trim_margin_m,
+        margin_s=p.trim_margin_seconds,
+        max_speed_mps=p.max_speed_kmh / 3.6,
+    )
+
+
+def trim_plan(
+    path: str, name: str, vt: VideoTrack, points: Sequence[VideoPoint], options: TrimOptions
+) -> TrimPlan | VideoRefusal:
+    """The trim plan of the video at ``path``, or why it is not uploaded at all.
+
+    The keyframes are read (the video's sample tables) only when something is to be cut. A
+    video that cannot be cut (an edit list a clip cannot follow, a broken sample table) is
+    refused when it could show a privacy zone, and uploaded whole when it only stands parked.
+    """
+    end = vt.duration_s or max(p.time_s for p in points)
+    rough = plan_trim(points, (), end, options)
+    if rough.whole:
+        return rough
+    try:
+        try:
+            with open(path, "rb") as fileobj:
+                clip = read_clip_source(fileobj, name, info=vt.info)
+        except OSError as exc:
+            raise ItemError(f"{name}: cannot read: {exc.strerror or exc}") from exc
+    except ItemError as exc:
+        zones = sorted({c.label for c in rough.cuts if c.reason == PRIVACY})
+        if zones:
+            return VideoRefusal(
+                PRIVACY, f"{name}: could show {', '.join(zones)} and cannot be trimmed: {exc}"
+            )
+        log.warning("video_not_trimmed", path=path, why=str(exc))
+        return plan_trim(points, (), end, TrimOptions(parked_seconds=0))
+    plan = plan_trim(points, clip.keyframes(), clip.end_s(), options)
+    return plan.refusal(name) or plan
+
+
+def clip_key(sha256: str, start_s: float, end_s: float) -> str:
+    """The identity of a clip of the video with content ``sha256``: the same window of the
+    same bytes always gives the same key (and so the same queue row and sequence)."""
+    return hashlib.sha256(f"{sha256}\nclip {start_s!r} {end_s!r}".encode()).hexdigest()
+
+
+def _clips(item: Item, vt: VideoTrack, plan: TrimPlan) -> list[Clip]:
+    clips = []
+    for window in plan.windows:
+        first = next((p for p in vt.points if p.time_s >= window.start_s), vt.points[-1])
+        when = vt.start_time + timedelta(seconds=window.start_s)
+        key = clip_key(item.sha256, window.start_s, window.end_s)
+        placement = Placement(item.id, when.isoformat(), first.lat, first.lon, first.alt, None)
+        clips.append(Clip(key, sequence_id([key]), window.start_s, window.end_s, placement))
+    return clips
+
+
 def _cut_videos(queue: Queue, batch_id: int, videos: list[Item], cfg: Config, now: float) -> None:
     """Each video is a sequence of its own (uploaded natively as CAMM), unless its track breaks
-    a video limit or enters a privacy zone."""
-    zones = [Zone(z.lat, z.lon, z.radius_m, z.name) for z in cfg.privacy_zones]
+    a video limit. One that enters a privacy zone or stands parked for long is trimmed: each
+    kept stretch becomes a clip, a video item and sequence of its own (refused when none is
+    left)."""
+    options = trim_options(cfg)
     sequences = []
     rejected = []
+    clips: list[Clip] = []
+    notes: list[str] = []
     for item in videos:
         name = os.path.basename(item.source_path)
         try:
@@ -59,19 +138,31 @@ def _cut_videos(queue: Queue, batch_id: int, videos: list[Item], cfg: Config, no
             rejected.append((item.id, _verdict(exc.reason, str(exc))))
             continue
         points = [VideoPoint(p.time_s, p.lat, p.lon, p.epoch_s) for p in vt.points]
-        refusal = check_video(
-            name, points, item.size, max_speed_kmh=cfg.process.max_speed_kmh, zones=zones
-        )
-        if refusal is not None:
-            rejected.append((item.id, Verdict(ItemState.REJECTED, refusal.reason, refusal.message)))
+        refusal = check_video(name, points, item.size, max_speed_kmh=cfg.process.max_speed_kmh)
+        plan = refusal or trim_plan(item.data_path, name, vt, points, options)
+        if isinstance(plan, VideoRefusal):
+            rejected.append((item.id, Verdict(ItemState.REJECTED, plan.reason, plan.message)))
+            continue
+        if not plan.whole:
+            note = f"{name}: {plan.note()}"
+            notes.append(note)
+            clips += _clips(item, vt, plan)
+            rejected.append((item.id, Verdict(ItemState.TRIMMED, "trimmed", note)))
+            log.info("video_trimmed", item=item.id, path=item.source_path, note=plan.note())
             continue
         first = vt.points[0]
         placement = Placement(
             item.id, vt.start_time.isoformat(), first.lat, first.lon, first.alt, None
         )
         sequences.append((sequence_id([item.sha256]), [placement]))
-    queue.assign_sequences(batch_id, sequences, rejected, now)
-    log.info("videos_processed", batch=batch_id, native=len(sequences), refused=len(rejected))
+    queue.assign_sequences(batch_id, sequences, rejected, now, notes, clips=clips)
+    log.info(
+        "videos_processed",
+        batch=batch_id,
+        native=len(sequences),
+        clips=len(clips),
+        refused=len(rejected) - len(notes),
+    )
 
 
 def _sample_videos(

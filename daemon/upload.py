@@ -36,7 +36,7 @@ from daemon.describe import exif_description, image_description
 from daemon.errors import ItemError, UploadError
 from daemon.mapillary.graph import GraphClient
 from daemon.mapillary.upload_service import UploadService, session_key
-from daemon.media.camm_mp4 import CammStream, md5_of, plan_camm_mp4
+from daemon.media.camm_mp4 import CammStream, md5_of, plan_camm_clip, plan_camm_mp4
 from daemon.media.exif import ImageMetadata, with_description
 from daemon.progress import PROGRESS
 from daemon.retry import Action, Policy, decide
@@ -244,11 +244,21 @@ class Uploader:
     def _send_video(self, item: Item, token: str) -> tuple[str, str, int]:
         """Stream the video as the CAMM MP4 Mapillary expects, straight from the source file:
         no temporary copy, so memory stays flat whatever the size. The session key is the
-        md5 of that stream (one read pass), so a resumed upload continues the same session."""
+        md5 of that stream (one read pass), so a resumed upload continues the same session.
+        A clip of a trimmed video streams only its window (same source, same window: same
+        bytes, same session)."""
         name = os.path.basename(item.source_path)
         with open(item.data_path, "rb") as source:
             vt = read_track(source, item.data_path, self.video_options(item.watch))
-            plan = plan_camm_mp4(source, name, vt.timed, info=vt.info, make=vt.make, model=vt.model)
+            if item.clip is not None:
+                start, end = item.clip
+                plan = plan_camm_clip(
+                    source, name, vt.timed, start, end, info=vt.info, make=vt.make, model=vt.model
+                )
+            else:
+                plan = plan_camm_mp4(
+                    source, name, vt.timed, info=vt.info, make=vt.make, model=vt.model
+                )
             stream = CammStream(plan, source)
             key = session_key(md5_of(stream), ".mp4")
             service, _ = self._clients(token)

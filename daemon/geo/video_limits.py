@@ -5,8 +5,8 @@ Pure: points in, a refusal (reason, message) or None out. mapillary_tools 0.14.7
 (``_check_video_limits``) refuses a video whose every point lies within 10 m of the first
 (stationary), that is larger than the size limit, that has a point at (0, 0), or whose average
 speed (path length ÷ time, GPS time when known) exceeds 400 km/h; in that order here too.
-A native video cannot be cut without re-encoding, so one that enters a privacy zone is not
-uploaded at all (sampling frames instead drops only the frames inside the zone).
+``zones`` refuses a video whose track enters a privacy zone at all; the daemon does not pass
+them: it trims such a video at keyframes instead (:mod:`daemon.geo.video_trim`).
 """
 
 from __future__ import annotations

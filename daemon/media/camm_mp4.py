@@ -71,6 +71,7 @@ when the file's size is not the one ``info`` was probed with.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import hashlib
 import io
 import itertools
@@ -95,16 +96,21 @@ __all__ = [
     "CammPlan",
     "CammSamples",
     "CammStream",
+    "ClipSource",
     "KeptTrack",
     "Segment",
     "SourceChangedError",
     "SourceIndex",
+    "TrackSamples",
     "TrakTemplate",
     "VideoTrak",
     "camm_samples",
     "layout",
+    "layout_clip",
     "md5_of",
+    "plan_camm_clip",
     "plan_camm_mp4",
+    "read_clip_source",
     "read_source",
 ]
 
@@ -891,6 +897,506 @@ def plan_camm_mp4(
     """
     source = read_source(fileobj, name, info=info)
     return layout(source, track.points, make=make, model=model, force_co64=force_co64)
+
+
+# --- clips: a time window of the video (mapillary_tools #637) -----------------------------------
+
+
+@dataclass(frozen=True)
+class TrackSamples:
+    """Every sample of one kept video track, as a clip is cut from it (read by
+    :func:`read_clip_source`).
+
+    Per sample in decode order: file ``offsets``, ``sizes``, ``durations`` and ``decode`` times
+    (media ticks), composition offsets ``cts`` (signed, all 0 without ``ctts``), ``sync``
+    (1/0) and the ``stsd`` entry index ``descriptions``. ``empty_edit`` (movie ticks) and
+    ``media_time`` (media ticks) place the track on the movie timeline: a sample is shown at
+    movie time ``empty_edit / movie_timescale + (decode + cts - media_time) / timescale``.
+    ``trak`` is the source ``trak`` box (``trak_header`` bytes of header); ``ctts_version`` is
+    None without ``ctts``, ``has_stss`` says whether the source lists sync samples at all,
+    ``has_edts`` whether it had an edit list.
+    """
+
+    track_id: int
+    timescale: int
+    trak: bytes = field(repr=False)
+    trak_header: int
+    offsets: array[int] = field(repr=False)
+    sizes: array[int] = field(repr=False)
+    durations: array[int] = field(repr=False)
+    decode: array[int] = field(repr=False)
+    cts: array[int] = field(repr=False)
+    sync: bytes = field(repr=False)
+    descriptions: array[int] = field(repr=False)
+    ctts_version: int | None
+    has_stss: bool
+    has_edts: bool
+    empty_edit: int
+    media_time: int
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def shown_at(self, index: int, movie_timescale: int) -> float:
+        """Movie seconds at which sample ``index`` is shown."""
+        media = self.decode[index] + self.cts[index] - self.media_time
+        return self.empty_edit / movie_timescale + media / self.timescale
+
+    def clean_starts(self) -> list[int]:
+        """The sync samples a clip may start at: no later sample (in decode order) is shown
+        before them, so nothing kept refers to a frame left out (an open GOP's leading
+        pictures would)."""
+        count = len(self.sizes)
+        starts = []
+        lowest = None
+        for i in range(count - 1, -1, -1):
+            shown = self.decode[i] + self.cts[i]
+            if self.sync[i] and (lowest is None or shown <= lowest):
+                starts.append(i)
+            lowest = shown if lowest is None else min(lowest, shown)
+        starts.reverse()
+        return starts
+
+
+@dataclass(frozen=True)
+class ClipSource:
+    """What :func:`layout_clip` needs: the source's index and the samples of its kept video
+    tracks (in the order of ``source.video``)."""
+
+    source: SourceIndex
+    samples: tuple[TrackSamples, ...]
+
+    def keyframes(self) -> tuple[float, ...]:
+        """Movie seconds at which a clip may start: the first video track's clean sync samples,
+        in time order. A clip planned to start at one of them starts exactly there."""
+        first = self.samples[0]
+        ts = self.source.movie_timescale
+        return tuple(sorted(first.shown_at(i, ts) for i in first.clean_starts()))
+
+    def end_s(self) -> float:
+        """Movie seconds at which the first video track's last frame ends."""
+        first = self.samples[0]
+        if not len(first):
+            return 0.0
+        ends = max(first.decode[i] + first.cts[i] + first.durations[i] for i in range(len(first)))
+        return (
+            first.empty_edit / self.source.movie_timescale
+            + (ends - first.media_time) / first.timescale
+        )
+
+
+def _stbl_children(fileobj: BinaryIO, name: str, track: mp4.TrackInfo) -> list[mp4.Box]:
+    for mdia in mp4.child_boxes(fileobj, name, track.box):
+        if mdia.type != b"mdia":
+            continue
+        for minf in mp4.child_boxes(fileobj, name, mdia):
+            if minf.type != b"minf":
+                continue
+            for stbl in mp4.child_boxes(fileobj, name, minf):
+                if stbl.type == b"stbl":
+                    return list(mp4.child_boxes(fileobj, name, stbl))
+    return []
+
+
+def _ctts(
+    fileobj: BinaryIO, name: str, track: mp4.TrackInfo, count: int
+) -> tuple[array[int], int | None]:
+    """Per-sample composition offsets (signed, as every player reads them) and the ``ctts``
+    version, or zeros and None without a ``ctts``."""
+    box = next((b for b in _stbl_children(fileobj, name, track) if b.type == b"ctts"), None)
+    offsets = array("q", bytes(8 * count))
+    if box is None:
+        return offsets, None
+    payload = mp4.read_payload(fileobj, name, box)
+    if len(payload) < 8:
+        raise CorruptMediaError(f"{name}: track {track.index + 1}: 'ctts' is too short")
+    version = payload[0]
+    (entries,) = struct.unpack_from(">I", payload, 4)
+    if entries * 8 > len(payload) - 8:
+        raise CorruptMediaError(
+            f"{name}: track {track.index + 1}: 'ctts' announces {entries} entries, more than "
+            "it holds"
+        )
+    index = 0
+    for run, value in struct.iter_unpack(">Ii", payload[8 : 8 + entries * 8]):
+        take = min(run, count - index)
+        offsets[index : index + take] = array("q", [value]) * take
+        index += take
+    if index < count:
+        raise CorruptMediaError(
+            f"{name}: track {track.index + 1}: 'ctts' covers {index} of its {count} samples"
+        )
+    return offsets, version
+
+
+def _edit_origin(name: str, track: mp4.TrackInfo) -> tuple[int, int]:
+    """(movie ticks of leading empty edits, media time of the one normal edit) of a track;
+    ``trim_unsupported`` for an edit list a clip cannot follow (several normal edits, a
+    rate other than 1)."""
+    empty = 0
+    normal = [e for e in track.edits if e.media_time != -1]
+    for edit in track.edits:
+        if edit.media_time != -1:
+            break
+        empty += edit.segment_duration
+    if len(normal) > 1 or any(e.rate != 1 for e in normal):
+        raise UnsupportedMediaError(
+            f"{name}: track {track.index + 1} has an edit list of {len(track.edits)} entries "
+            "that a clip cannot follow; the video cannot be trimmed",
+            reason="trim_unsupported",
+        )
+    return empty, normal[0].media_time if normal else 0
+
+
+def _track_samples(fileobj: BinaryIO, name: str, track: mp4.TrackInfo) -> TrackSamples:
+    count = track.sample_count
+    offsets, sizes = array("Q"), array("Q")
+    durations, decode = array("Q"), array("q")
+    descriptions = array("I")
+    sync = bytearray(count)
+    for sample in mp4.iter_samples(fileobj, name, track):
+        offsets.append(sample.offset)
+        sizes.append(sample.size)
+        durations.append(sample.duration)
+        decode.append(sample.decode_time)
+        descriptions.append(sample.description)
+        sync[sample.index] = sample.is_sync
+    cts, ctts_version = _ctts(fileobj, name, track, count)
+    empty, media_time = _edit_origin(name, track)
+    if track.box.size > mp4.MAX_PAYLOAD_READ:
+        raise CorruptMediaError(
+            f"{name}: track {track.index + 1} has a {track.box.size}-byte 'trak' box, more than "
+            f"the {mp4.MAX_PAYLOAD_READ} bytes accepted for one"
+        )
+    return TrackSamples(
+        track_id=track.track_id,
+        timescale=track.timescale,
+        trak=_read_range(fileobj, name, track.box.offset, track.box.size),
+        trak_header=track.box.header_size,
+        offsets=offsets,
+        sizes=sizes,
+        durations=durations,
+        decode=decode,
+        cts=cts,
+        sync=bytes(sync),
+        descriptions=descriptions,
+        ctts_version=ctts_version,
+        has_stss=track.tables.stss is not None,
+        has_edts=bool(track.edits),
+        empty_edit=empty,
+        media_time=media_time,
+    )
+
+
+def read_clip_source(
+    fileobj: BinaryIO, name: str, *, info: mp4.Mp4Info | None = None
+) -> ClipSource:
+    """Read what a clip of the video needs: :func:`read_source`, then every sample of each kept
+    video track (a few bytes per sample; the media itself is never read). Raises only
+    :class:`~daemon.errors.ItemError` subclasses; ``trim_unsupported`` for a track whose edit
+    list a clip cannot follow."""
+    if info is None:
+        info = mp4.probe(fileobj, name)
+    source = read_source(fileobj, name, info=info)
+    kept = [t for t in info.tracks if t.handler == "vide" and t.sample_count > 0]
+    return ClipSource(source, tuple(_track_samples(fileobj, name, t) for t in kept))
+
+
+@dataclass(frozen=True)
+class _Cut:
+    """Samples ``[first, stop)`` of a track, and where they sit on the clip's timeline."""
+
+    first: int
+    stop: int
+    shown_s: float  # movie seconds (source timeline) of the first sample
+    span: int  # media ticks from the first sample shown to the end of the last
+
+
+def _cut(samples: TrackSamples, start_s: float, end_s: float, movie_ts: int) -> _Cut | None:
+    """The samples of ``samples`` a clip of ``[start_s, end_s)`` keeps: from the first clean
+    sync sample shown at or after ``start_s``, in decode order, up to the longest run whose
+    frames all end by ``end_s`` and leave no gap (no later frame shown before one kept)."""
+    count = len(samples)
+    first = next(
+        (i for i in samples.clean_starts() if samples.shown_at(i, movie_ts) >= start_s - 1e-6),
+        None,
+    )
+    if first is None:
+        return None
+    shown = [samples.decode[i] + samples.cts[i] for i in range(count)]
+    later_min = [0] * (count + 1)
+    lowest = None
+    for i in range(count - 1, -1, -1):
+        lowest = shown[i] if lowest is None else min(lowest, shown[i])
+        later_min[i] = lowest
+    # end_s in the track's media ticks
+    limit = samples.media_time + (end_s - samples.empty_edit / movie_ts) * samples.timescale
+    stop = first
+    highest = None
+    for i in range(first, count):
+        end = shown[i] + samples.durations[i]
+        highest = end if highest is None else max(highest, end)
+        if highest > limit + 1e-6 * samples.timescale:
+            break
+        if i + 1 == count or later_min[i + 1] >= highest:
+            stop = i + 1
+    if stop == first:
+        return None
+    span = max(shown[i] + samples.durations[i] for i in range(first, stop)) - shown[first]
+    return _Cut(first, stop, samples.shown_at(first, movie_ts), span)
+
+
+def _patched(payload: bytes, at: tuple[int, int], value: int) -> bytes:
+    """``payload`` (a full box's, version first) with a duration field replaced: ``at`` is its
+    offset in version 0 and version 1."""
+    out = bytearray(payload)
+    if out[0] == 1:
+        out[at[1] : at[1] + 8] = struct.pack(">Q", value)
+    else:
+        out[at[0] : at[0] + 4] = struct.pack(">I", min(value, UINT32_MAX))
+    return bytes(out)
+
+
+def _runs(values: Sequence[int]) -> list[tuple[int, int]]:
+    """(count, value) runs of equal consecutive values."""
+    out: list[tuple[int, int]] = []
+    for value in values:
+        if out and out[-1][1] == value:
+            out[-1] = (out[-1][0] + 1, value)
+        else:
+            out.append((1, value))
+    return out
+
+
+def _clip_trak(
+    name: str, samples: TrackSamples, cut: _Cut, *, movie_ts: int, clip_start_s: float
+) -> tuple[VideoTrak, int]:
+    """The clip's copy of a video track (a :class:`VideoTrak` ready for :func:`layout`) and its
+    duration in movie ticks. The sample tables are rebuilt for the kept samples (stsd kept,
+    stts/ctts/stss/stsz/stsc new, per-sample extras such as sdtp or sample groups left out);
+    tkhd/mdhd durations and the edit list are set for the clip."""
+    first, stop = cut.first, cut.stop
+    kept = range(first, stop)
+    # chunks: runs of samples contiguous in the source with the same sample description
+    chunk_offsets, chunk_sizes = array("Q"), array("Q")
+    per_chunk: list[tuple[int, int]] = []
+    for i in kept:
+        if (
+            i == first
+            or samples.offsets[i] != samples.offsets[i - 1] + samples.sizes[i - 1]
+            or samples.descriptions[i] != samples.descriptions[i - 1]
+        ):
+            chunk_offsets.append(samples.offsets[i])
+            chunk_sizes.append(0)
+            per_chunk.append((0, samples.descriptions[i]))
+        chunk_sizes[-1] += samples.sizes[i]
+        per_chunk[-1] = (per_chunk[-1][0] + 1, per_chunk[-1][1])
+    stsc_entries: list[tuple[int, int, int]] = []
+    for number, (n, description) in enumerate(per_chunk, start=1):
+        if not stsc_entries or stsc_entries[-1][1:] != (n, description):
+            stsc_entries.append((number, n, description))
+    durations = samples.durations[first:stop]
+    stts_runs = _runs(durations)
+    tables = _full_box(
+        b"stts",
+        0,
+        0,
+        struct.pack(">I", len(stts_runs))
+        + b"".join(struct.pack(">II", n, d) for n, d in stts_runs),
+    )
+    if samples.ctts_version is not None:
+        ctts_runs = _runs(samples.cts[first:stop])
+        tables += _full_box(
+            b"ctts",
+            samples.ctts_version,
+            0,
+            struct.pack(">I", len(ctts_runs))
+            + b"".join(struct.pack(">II", n, v & UINT32_MAX) for n, v in ctts_runs),
+        )
+    if samples.has_stss:
+        syncs = [i - first + 1 for i in kept if samples.sync[i]]
+        tables += _full_box(b"stss", 0, 0, struct.pack(f">I{len(syncs)}I", len(syncs), *syncs))
+    tables += _stsz(samples.sizes[first:stop])
+    tables += _full_box(
+        b"stsc",
+        0,
+        0,
+        struct.pack(">I", len(stsc_entries))
+        + b"".join(struct.pack(">III", *e) for e in stsc_entries),
+    )
+
+    empty = round((cut.shown_s - clip_start_s) * movie_ts)
+    normal = -(-cut.span * movie_ts // samples.timescale)
+    media_time = samples.cts[first]
+    edts = b""
+    if samples.has_edts or media_time != 0 or empty > 0:
+        wide = max(empty, normal, abs(media_time)) > 0x7FFFFFFF
+        fmt = ">QqhH" if wide else ">IihH"
+        entries = [(empty, -1)] if empty > 0 else []
+        entries.append((normal, media_time))
+        elst = _full_box(
+            b"elst",
+            1 if wide else 0,
+            0,
+            struct.pack(">I", len(entries))
+            + b"".join(struct.pack(fmt, d, m, 1, 0) for d, m in entries),
+        )
+        edts = _box(b"edts", elst)
+    track_duration = empty + normal
+
+    raw = io.BytesIO(samples.trak)
+    trak_box = mp4.Box(b"trak", 0, len(samples.trak), samples.trak_header)
+
+    def payload(box: mp4.Box) -> bytes:
+        return samples.trak[box.data_offset : box.end]
+
+    def whole(box: mp4.Box) -> bytes:
+        return samples.trak[box.offset : box.end]
+
+    def level(
+        box: mp4.Box, inner: bytes, edit: dict[bytes, bytes | None]
+    ) -> tuple[bytes, bytes, mp4.Box | None]:
+        """(bytes before, bytes after) the child of type ``inner``, and that child; children
+        in ``edit`` are replaced by their value (None: left out)."""
+        before, after, found = b"", b"", None
+        for child in mp4.child_boxes(raw, name, box):
+            if child.type == inner and found is None:
+                found = child
+                continue
+            data = edit.get(child.type, whole(child))
+            if data is None:
+                continue
+            if found is None:
+                before += data
+            else:
+                after += data
+        return before, after, found
+
+    tkhd_at = next((c for c in mp4.child_boxes(raw, name, trak_box) if c.type == b"tkhd"), None)
+    if tkhd_at is None:
+        raise CorruptMediaError(f"{name}: track {samples.track_id} has no 'tkhd'")
+    tkhd = _box(b"tkhd", _patched(payload(tkhd_at), (20, 28), track_duration))
+    trak_before, trak_after, mdia = level(trak_box, b"mdia", {b"tkhd": tkhd + edts, b"edts": None})
+    if mdia is None:
+        raise CorruptMediaError(f"{name}: track {samples.track_id} has no 'mdia'")
+    mdhd_at = next((c for c in mp4.child_boxes(raw, name, mdia) if c.type == b"mdhd"), None)
+    if mdhd_at is None:
+        raise CorruptMediaError(f"{name}: track {samples.track_id} has no 'mdhd'")
+    mdhd = _box(b"mdhd", _patched(payload(mdhd_at), (16, 24), sum(durations)))
+    mdia_before, mdia_after, minf = level(mdia, b"minf", {b"mdhd": mdhd})
+    if minf is None:
+        raise CorruptMediaError(f"{name}: track {samples.track_id} has no 'minf'")
+    minf_before, minf_after, stbl = level(minf, b"stbl", {})
+    if stbl is None:
+        raise CorruptMediaError(f"{name}: track {samples.track_id} has no 'stbl'")
+    stsd = next((c for c in mp4.child_boxes(raw, name, stbl) if c.type == b"stsd"), None)
+    if stsd is None:
+        raise CorruptMediaError(f"{name}: track {samples.track_id} has no 'stsd'")
+    template = TrakTemplate(
+        (
+            (b"trak", trak_before, trak_after),
+            (b"mdia", mdia_before, mdia_after),
+            (b"minf", minf_before, minf_after),
+            (b"stbl", whole(stsd) + tables, b""),
+        )
+    )
+    trak = VideoTrak(samples.track_id, stop - first, template, chunk_offsets, chunk_sizes)
+    return trak, track_duration
+
+
+def layout_clip(
+    clip: ClipSource,
+    points: Sequence[mp4.TimedPoint],
+    start_s: float,
+    end_s: float,
+    *,
+    make: str = "",
+    model: str = "",
+    force_co64: bool = False,
+) -> CammPlan:
+    """Plan the CAMM MP4 of the clip ``[start_s, end_s)`` (movie seconds) of a video (pure).
+
+    The first video track keeps its samples from the first clean sync sample shown at or after
+    ``start_s`` (see :meth:`ClipSource.keyframes`) to the last frame that ends by ``end_s``;
+    the clip's timeline starts at that keyframe. Other video tracks keep their own samples
+    within the clip (after an empty edit if they start later) or are left out when they have
+    none. The CAMM track holds the points shown during the clip, rebased to its start; the
+    media bytes are the source's, streamed by :class:`CammStream` like a whole video.
+    ``ItemError(reason="empty_clip")`` when the window holds no frame of the first track,
+    ``no_video_gps`` when it holds no point.
+    """
+    source = clip.source
+    name = source.name
+    movie_ts = source.movie_timescale
+    first = _cut(clip.samples[0], start_s, end_s, movie_ts)
+    if first is None:
+        raise ItemError(
+            f"{name}: the clip {start_s:.3f}–{end_s:.3f} s holds no frame that can start it",
+            reason="empty_clip",
+        )
+    clip_start = first.shown_s
+    traks, dropped = [], list(source.dropped)
+    duration = 0
+    for samples in clip.samples:
+        cut = first if samples is clip.samples[0] else _cut(samples, clip_start, end_s, movie_ts)
+        if cut is None:
+            dropped.append("vide")
+            continue
+        trak, ticks = _clip_trak(name, samples, cut, movie_ts=movie_ts, clip_start_s=clip_start)
+        traks.append(trak)
+        duration = max(duration, ticks)
+    clip_end = clip_start + duration / movie_ts
+    mvhd = source.mvhd
+    if mvhd[0] == 0:
+        mvhd = mvhd[:16] + struct.pack(">I", min(duration, UINT32_MAX)) + mvhd[20:]
+    else:
+        mvhd = mvhd[:24] + struct.pack(">Q", duration) + mvhd[32:]
+    clipped = SourceIndex(
+        name=name,
+        file_size=source.file_size,
+        mtime_ns=source.mtime_ns,
+        ftyp=source.ftyp,
+        mvhd=mvhd,
+        movie_timescale=movie_ts,
+        movie_duration=duration,
+        times=source.times,
+        next_track_id=source.next_track_id,
+        track_ids=source.track_ids,
+        video=tuple(traks),
+        dropped=tuple(dropped),
+    )
+    rebased = [
+        dataclasses.replace(p, time_s=p.time_s - clip_start)
+        for p in points
+        if clip_start - 1e-6 <= p.time_s < clip_end - 1e-6
+    ]
+    if not rebased:
+        raise ItemError(
+            f"{name}: no GPS point in the clip {clip_start:.3f}–{clip_end:.3f} s",
+            reason="no_video_gps",
+        )
+    return layout(clipped, rebased, make=make, model=model, force_co64=force_co64)
+
+
+def plan_camm_clip(
+    fileobj: BinaryIO,
+    name: str,
+    track: mp4.TimedTrack,
+    start_s: float,
+    end_s: float,
+    *,
+    info: mp4.Mp4Info | None = None,
+    make: str = "",
+    model: str = "",
+    force_co64: bool = False,
+) -> CammPlan:
+    """Plan the CAMM MP4 of the clip ``[start_s, end_s)`` of the video in ``fileobj``:
+    :func:`read_clip_source` then :func:`layout_clip`. The same source and window always give
+    the same bytes (hence the same upload session key)."""
+    clip = read_clip_source(fileobj, name, info=info)
+    return layout_clip(
+        clip, track.points, start_s, end_s, make=make, model=model, force_co64=force_co64
+    )
 
 
 # --- the stream --------------------------------------------------------------------------------

@@ -125,6 +125,14 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX freed_path ON freed (path, item_id)
     """,
+    # 4: trimmed native videos. Each kept stretch of a video is an item of its own (kind
+    # 'video', the same data path) that points at the whole video's item and carries its
+    # window in movie seconds; the whole video's item ends 'trimmed'.
+    """
+    ALTER TABLE items ADD COLUMN parent_id INTEGER REFERENCES items (id);
+    ALTER TABLE items ADD COLUMN clip_start REAL;
+    ALTER TABLE items ADD COLUMN clip_end REAL
+    """,
 )
 
 

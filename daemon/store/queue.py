@@ -46,6 +46,9 @@ class ItemState(StrEnum):
     #: Its file vanished (card pulled) before it was uploaded: it waits for the volume
     #: ``wait_volume`` to come back, then is queued again. Never done, never failed.
     SOURCE_MISSING = "source_missing"
+    #: A native video cut into clips (its kept stretches); each clip carries on as a video
+    #: item of its own (``parent_id``), the note in ``detail`` says what was kept and dropped.
+    TRIMMED = "trimmed"
 
 
 class SequenceState(StrEnum):
@@ -89,6 +92,17 @@ class Item:
     session_key: str | None
     handle: str | None
     attempts: int
+    #: A clip of a trimmed video: the whole video's item, and the window in movie seconds.
+    parent_id: int | None = None
+    clip_start: float | None = None
+    clip_end: float | None = None
+
+    @property
+    def clip(self) -> tuple[float, float] | None:
+        """``(start, end)`` movie seconds when the item is a clip of a trimmed video."""
+        if self.clip_start is None or self.clip_end is None:
+            return None
+        return self.clip_start, self.clip_end
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Item:
@@ -131,6 +145,22 @@ class Placement:
     lon: float
     alt: float | None
     heading: float | None
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A kept stretch of a trimmed video, queued as a video item of its own.
+
+    ``key`` is its identity in place of a content hash (a digest of the video's SHA-256 and
+    the window, so the same cut gives the same row); ``start_s``/``end_s`` the window in
+    movie seconds; ``placement`` its first position and time (``item_id``: the video's).
+    """
+
+    key: str
+    sequence_id: str
+    start_s: float
+    end_s: float
+    placement: Placement
 
 
 @dataclass(frozen=True)
@@ -307,14 +337,53 @@ class Queue:
         rejected: Sequence[tuple[int, Verdict]],
         now: float,
         notes: Sequence[str] = (),
+        clips: Sequence[Clip] = (),
     ) -> None:
         """Store the cut of a batch (and what processing noted about it) in one transaction.
 
         ``sequences`` holds (sequence id, [placement…] in order); ``rejected`` the items
         processing turned down. Sequence ids are derived from content, so repeating a cut after a
-        crash writes the same rows.
+        crash writes the same rows. ``clips`` are the kept stretches of trimmed videos: each
+        becomes a queued video item (a copy of its video's row with the window) alone in its
+        sequence; the video itself gets its verdict (``trimmed``) through ``rejected``.
+        ``notes`` are added to those the batch has.
         """
         with db.write(self.conn) as c:
+            if notes:  # added to what an earlier step of the same cut noted (its videos)
+                row = c.execute("SELECT notes FROM batches WHERE id = ?", (batch_id,)).fetchone()
+                earlier = json.loads(row["notes"]) if row is not None and row["notes"] else []
+                notes = [*earlier, *(n for n in notes if n not in earlier)]
+            for clip in clips:
+                p = clip.placement
+                c.execute(
+                    "INSERT OR IGNORE INTO sequences (id, batch_id, state, image_count,"
+                    " first_capture, created_at, updated_at) VALUES (?, ?, ?, 1, ?, ?, ?)",
+                    (clip.sequence_id, batch_id, SequenceState.UPLOADING, p.capture_time, now, now),
+                )
+                c.execute(
+                    "INSERT OR IGNORE INTO items (sha256, account, kind, size, source_path,"
+                    " data_path, watch, batch_id, state, capture_time, lat, lon, alt, make, model,"
+                    " width, height, orientation, sequence_id, seq_index, parent_id, clip_start,"
+                    " clip_end, created_at, updated_at)"
+                    " SELECT ?, account, kind, size, source_path, data_path, watch, batch_id, ?,"
+                    " ?, ?, ?, ?, make, model, width, height, orientation, ?, 0, id, ?, ?, ?, ?"
+                    " FROM items WHERE id = ? AND state = ?",
+                    (
+                        clip.key,
+                        ItemState.QUEUED,
+                        p.capture_time,
+                        p.lat,
+                        p.lon,
+                        p.alt,
+                        clip.sequence_id,
+                        clip.start_s,
+                        clip.end_s,
+                        now,
+                        now,
+                        p.item_id,
+                        ItemState.INGESTED,
+                    ),
+                )
             if notes:
                 c.execute(
                     "UPDATE batches SET notes = ? WHERE id = ?", (json.dumps(list(notes)), batch_id)
@@ -565,6 +634,27 @@ class Queue:
                     item_id,
                 ),
             )
+
+    def hurry_waiting(self, reasons: Iterable[str], now: float, spread: float) -> int:
+        """Bring forward every image and sequence waiting for one of ``reasons`` (network
+        failures, once the network is back): each becomes due at a random moment in the next
+        ``spread`` seconds, so the backlog resumes at once but not in one burst. Returns how
+        many were moved."""
+        wanted = tuple(reasons)
+        marks = ", ".join("?" for _ in wanted)
+        later = "? + (abs(random()) % 1000000) / 1000000.0 * ?"
+        with db.write(self.conn) as c:
+            moved = c.execute(
+                f"UPDATE items SET next_attempt_at = {later} WHERE state = ? AND reason IN"
+                f" ({marks}) AND next_attempt_at > ?",
+                (now, spread, ItemState.QUEUED, *wanted, now + spread),
+            ).rowcount
+            moved += c.execute(
+                f"UPDATE sequences SET next_attempt_at = {later} WHERE state = ?"
+                f" AND lease_owner IS NULL AND reason IN ({marks}) AND next_attempt_at > ?",
+                (now, spread, SequenceState.FINISHING, *wanted, now + spread),
+            ).rowcount
+        return moved
 
     def item_failed(self, item_id: int, verdict: Verdict, now: float) -> None:
         """A claimed image will not be uploaded; its sequence goes on without it."""
