@@ -38,7 +38,7 @@ from pathlib import Path
 
 import structlog
 
-from daemon import diskspace, mounts, sdnotify, spool, volumes
+from daemon import diskspace, mounts, sdnotify, spool, volumes, web
 from daemon.clock import SYSTEM_CLOCK, Clock
 from daemon.config import Config, WatchConfig
 from daemon.credentials import TokenSource
@@ -48,6 +48,7 @@ from daemon.freeing import CardFreer, is_moved_aside
 from daemon.ingest import Ingester
 from daemon.logsetup import REDACTOR
 from daemon.process import WAITING_FOR_TRACK, cut_batch, video_track_options
+from daemon.progress import PROGRESS
 from daemon.retry import Policy
 from daemon.store.queue import Queue
 from daemon.upload import Endpoints, Uploader, Upstream
@@ -149,6 +150,15 @@ class Service:
         watcher = Watcher()
         watcher.start()
         self._start_workers(stop)
+        status_page = web.start(
+            self.cfg,
+            self.open_queue,
+            self.clock,
+            PROGRESS,
+            upstream_pause=self.upstream.pause_remaining,
+            on_change=self.wake.set,
+            redact=REDACTOR.add,
+        )
         if self.cfg.mounts.enabled:
             self._mounts = mounts.MountMonitor(self.cfg.mounts)
         self.notifier.ready(sdnotify.queue_status(q))
@@ -166,6 +176,8 @@ class Service:
                 self._mounts.close()
             self.ready.put(None)
             watcher.stop()
+            if status_page is not None:
+                status_page.stop()
             self.wake.set()
             deadline = time.monotonic() + STOP_DEADLINE_SECONDS
             for t in self._threads:
