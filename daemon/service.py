@@ -249,10 +249,7 @@ class Service:
 
     def _tick(self, q: Queue, watcher: Watcher) -> None:
         mono = self.clock.monotonic()
-        jump = self._jumps.check(self.now(), mono)
-        if jump is not None:
-            moved = q.shift_schedule(jump)
-            log.warning("wall_clock_jumped", seconds=round(jump), deadlines_moved=moved)
+        self.follow_wall_clock(q)
         self._update_cards(watcher, mono)
         for w in self.watches():
             if self._volume_changed(q, w, watcher):
@@ -289,6 +286,15 @@ class Service:
                 self.wake.set()
             except Exception:
                 log.exception("batch_cut_failed", batch=batch_id)
+
+    def follow_wall_clock(self, q: Queue) -> float | None:
+        """Compare the wall clock with the monotonic one; after a jump, move the queue's
+        stored deadlines by it. Return the jump in seconds, or None."""
+        jump = self._jumps.check(self.now(), self.clock.monotonic())
+        if jump is not None:
+            moved = q.shift_schedule(jump)
+            log.warning("wall_clock_jumped", seconds=round(jump), deadlines_moved=moved)
+        return jump
 
     def _volume_changed(self, q: Queue, w: WatchConfig, watcher: Watcher) -> bool:
         """Follow the volume at ``w``'s root; return True when it changed (pulled, inserted,
