@@ -17,6 +17,7 @@ from pathlib import Path
 import structlog
 
 from daemon import __version__, control_commands, logsetup
+from daemon.archive import commands as archive_commands
 from daemon.config import Config, load_config
 from daemon.errors import FatalError
 from daemon.process_args import add_process_arguments, request_from
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", type=Path, default=None, help="keep the demo's files in this folder")
     p.add_argument("--timeout", type=float, default=180.0, help="give up after this many seconds")
     control_commands.add_commands(sub)
+    archive_commands.add_commands(sub)
     return parser
 
 
@@ -100,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     handled = control_commands.dispatch(args)
+    if handled is None:
+        handled = archive_commands.dispatch(args)
     if handled is not None:
         return handled
     if args.command == "run":
