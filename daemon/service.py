@@ -38,7 +38,7 @@ from pathlib import Path
 
 import structlog
 
-from daemon import diskspace, mounts, sdnotify, spool, volumes, web
+from daemon import archive, diskspace, mounts, sdnotify, spool, volumes, web
 from daemon.clock import SYSTEM_CLOCK, Clock
 from daemon.config import Config, WatchConfig
 from daemon.credentials import TokenSource
@@ -150,6 +150,7 @@ class Service:
         watcher = Watcher()
         watcher.start()
         self._start_workers(stop)
+        backup = archive.start_backup_scheduler(self.cfg, stop, self.clock)
         status_page = web.start(
             self.cfg,
             self.open_queue,
@@ -171,6 +172,8 @@ class Service:
                 stop.wait(TICK_SECONDS)
         finally:
             log.info("stopping")
+            if backup is not None:
+                backup.shutdown()
             self.notifier.stopping()
             if self._mounts is not None:
                 self._mounts.close()
