@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import structlog
 
 from daemon.archive.summary import backup_summary
 from daemon.clock import SYSTEM_CLOCK, Clock
 from daemon.config import Config, resolve_time_zone
+
+if TYPE_CHECKING:
+    from daemon.archive.scheduler import BackupScheduler
 
 __all__ = ["backup_summary", "start_backup_scheduler"]
 
@@ -29,9 +33,9 @@ log = structlog.get_logger(__name__)
 
 def start_backup_scheduler(
     cfg: Config, stop: threading.Event, clock: Clock = SYSTEM_CLOCK
-) -> object | None:
-    """Start the scheduled backup per ``[backup]`` (None when not configured). The returned
-    object has ``shutdown()``; a run in progress stops when ``stop`` is set."""
+) -> BackupScheduler | None:
+    """Start the scheduled backup per ``[backup]`` (None when not configured). Call
+    ``shutdown()`` on the result after setting ``stop`` (a run in progress stops then)."""
     if cfg.backup is None:
         return None
     from daemon.archive.index import ArchiveIndex, index_path
