@@ -119,6 +119,7 @@ class Service:
         self._volumes: dict[Path, frozenset[str]] = {}
         self._jumps = JumpDetector()
         self._ingest_held = False
+        self._state_full = False
 
     def open_queue(self) -> Queue:
         return Queue.open(self.cfg.state.database)
@@ -167,7 +168,13 @@ class Service:
             on_ready()
         try:
             while not stop.is_set():
-                self._tick(q, watcher)
+                try:
+                    self._tick(q, watcher)
+                    self._state_full = False
+                except DiskFull as exc:  # the queue cannot record anything: wait for room
+                    if not self._state_full:
+                        log.error("state_disk_full", error=str(exc), note="waiting for room")
+                    self._state_full = True
                 self.heartbeat.tick(self.clock.monotonic(), lambda: sdnotify.queue_status(q))
                 stop.wait(TICK_SECONDS)
         finally:
@@ -287,6 +294,8 @@ class Service:
             try:
                 cut_batch(q, batch_id, self.cfg, self.now())
                 self.wake.set()
+            except DiskFull:
+                raise
             except Exception:
                 log.exception("batch_cut_failed", batch=batch_id)
 
