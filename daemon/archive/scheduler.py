@@ -136,7 +136,6 @@ class BackupScheduler:
     def tick(self) -> bool:
         """Evaluate once at ``clock.now()``; run the job if due. Returns whether it ran."""
         if not self.clock_synced():
-            log.debug("backup_waits_for_clock_sync")
             return False
         now = self.clock.now()
         p = plan(self.trigger, self.load_last(), now, self.grace)
