@@ -25,6 +25,7 @@ import platformdirs
 import tzlocal
 
 from daemon.errors import ConfigError
+from daemon.limits import Timetable, Windows
 
 APP = "mapillaryd"
 DEFAULT_UPLOAD_ENDPOINT = "https://rupload.facebook.com/mapillary_public_uploads"
@@ -175,6 +176,10 @@ class UploadConfig:
     #: A server's Retry-After is honoured up to this many seconds.
     max_retry_after_seconds: float = 3600.0
     timeout_seconds: float = 60.0
+    #: Bytes/s for all upload bodies together, by time of day (None: unlimited).
+    bandwidth_limit: Timetable | None = None
+    #: Uploads run only inside these windows (none: always).
+    windows: Windows = field(default_factory=Windows)
 
 
 @dataclass(frozen=True)
@@ -488,6 +493,8 @@ def build_config(
         retry_cap_seconds=s.get("retry_cap_seconds", float, 900.0, _positive),
         max_retry_after_seconds=s.get("max_retry_after_seconds", float, 3600.0, _positive),
         timeout_seconds=s.get("timeout_seconds", float, 60.0, _positive),
+        bandwidth_limit=_bandwidth(s),
+        windows=_windows(s),
     )
     s.finish()
     if upload.retry_cap_seconds < upload.retry_base_seconds:
@@ -654,6 +661,37 @@ def _build_watches(raw: object, problems: list[str], base_dir: Path) -> list[Wat
         s.finish()
         watches.append(w)
     return watches
+
+
+def _bandwidth(s: _Section) -> Timetable | None:
+    """``bandwidth_limit``: bytes/s, or a rate / timetable string (daemon/limits.py)."""
+    s.used.add("bandwidth_limit")
+    value = s.table.get("bandwidth_limit")
+    if value is None:
+        return None
+    if not isinstance(value, int | float | str) or isinstance(value, bool):
+        s.problem("bandwidth_limit", f"expected bytes/s or a timetable, got {_describe(value)}")
+        return None
+    try:
+        table = Timetable.parse(value)
+    except ValueError as exc:
+        s.problem("bandwidth_limit", str(exc))
+        return None
+    return None if table.entries == ((0, None),) else table
+
+
+def _windows(s: _Section) -> Windows:
+    """``windows``: a list of ``[Day[-Day] ]HH:MM-HH:MM`` strings."""
+    s.used.add("windows")
+    value = s.table.get("windows", [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        s.problem("windows", f'expected a list of "HH:MM-HH:MM" strings, got {_describe(value)}')
+        return Windows()
+    try:
+        return Windows.parse(value)
+    except ValueError as exc:
+        s.problem("windows", str(exc))
+        return Windows()
 
 
 def _offset_time(s: _Section) -> tuple[float, bool]:

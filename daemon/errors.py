@@ -111,7 +111,16 @@ class UploadError(DaemonError):
 
 
 class TransportError(UploadError):
-    """No usable response: connection refused or reset, timeout, body cut."""
+    """No usable response: connection refused or reset, timeout, body cut.
+
+    ``unreachable`` is True when no connection could be made at all (refused, no route, name
+    not resolved, connect timeout): the machine is offline or the service is down, as
+    opposed to an exchange that broke half-way.
+    """
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 class AuthError(UploadError):

@@ -16,13 +16,14 @@ from datetime import UTC
 
 from daemon import logsetup
 from daemon.clock import SYSTEM_CLOCK
-from daemon.config import Config
+from daemon.config import Config, resolve_time_zone
 from daemon.credentials import TokenSource
 from daemon.oneshot import Progress, Report, print_summary, run_process
 from daemon.process import sequence_id
 from daemon.process_args import ProcessRequest
 from daemon.retry import Policy
 from daemon.store.queue import Metadata, NewFile, Queue
+from daemon.throttle import Bandwidth
 from daemon.upload import HOLD_KEY, Endpoints, Uploader, Upstream
 
 #: The queue's "watch folder" for images recorded by process-and-upload.
@@ -103,12 +104,18 @@ def _upload_until_done(cfg: Config, q: Queue, seq_ids: list[str]) -> int:
         m.upload_endpoint, m.graph_endpoint, m.organization_id, up.timeout_seconds
     )
     stop, wake = threading.Event(), threading.Event()
+    zone = resolve_time_zone(cfg.process.time_zone)
+    # Upload windows are not applied: a one-shot command is someone asking for it now.
+    bandwidth = Bandwidth(SYSTEM_CLOCK, up.bandwidth_limit, zone=zone, stop=stop)
     owner = f"oneshot-{os.getpid()}"
     q.release_stale(owner, time.time())
 
     def work(images: bool, sequences: bool) -> None:
         conn = Queue.open(cfg.state.database)
-        worker = Uploader(conn, endpoints, upstream, SYSTEM_CLOCK, policy, owner, stop, wake=wake)
+        worker = Uploader(
+            conn, endpoints, upstream, SYSTEM_CLOCK, policy, owner, stop,
+            wake=wake, bandwidth=bandwidth,
+        )  # fmt: skip
         try:
             worker.run(images=images, sequences=sequences)
         finally:

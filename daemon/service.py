@@ -38,9 +38,9 @@ from pathlib import Path
 
 import structlog
 
-from daemon import archive, diskspace, mounts, sdnotify, spool, volumes, web
+from daemon import archive, diskspace, mounts, notify_hooks, sdnotify, spool, volumes, web
 from daemon.clock import SYSTEM_CLOCK, Clock
-from daemon.config import Config, WatchConfig
+from daemon.config import Config, WatchConfig, resolve_time_zone
 from daemon.credentials import TokenSource
 from daemon.diskspace import INGEST_HOLD_KEY, DiskFull
 from daemon.errors import StateError
@@ -51,6 +51,7 @@ from daemon.process import WAITING_FOR_TRACK, cut_batch, video_track_options
 from daemon.progress import PROGRESS
 from daemon.retry import Policy
 from daemon.store.queue import Queue
+from daemon.throttle import Bandwidth
 from daemon.upload import Endpoints, Uploader, Upstream
 from daemon.walljump import JumpDetector
 from daemon.watch import Settler, Watcher, is_candidate, is_track_file, scan, stat_file
@@ -97,7 +98,9 @@ class Service:
         self.cfg, self.clock = cfg, clock
         self.boot_id = uuid.uuid4().hex
         self.tokens = TokenSource(cfg.mapillary)
-        self.upstream = Upstream(clock, self.tokens)
+        zone = resolve_time_zone(cfg.process.time_zone)
+        self.upstream = Upstream(clock, self.tokens, windows=cfg.upload.windows, zone=zone)
+        self.bandwidth = Bandwidth(clock, cfg.upload.bandwidth_limit, zone=zone)
         self.settler = Settler()
         self.inflight = _Inflight()
         self.ready: queue_mod.Queue[tuple[str, WatchConfig] | None] = queue_mod.Queue()
@@ -115,6 +118,7 @@ class Service:
         )
         self._mounts: mounts.MountMonitor | None = None
         self._cards: dict[Path, WatchConfig] = {}
+        self.hooks = notify_hooks.Hooks(cfg.notify)  # webhook / heartbeat URL, if configured
         #: The identities of the volume last seen at each watch root (empty: not there).
         self._volumes: dict[Path, frozenset[str]] = {}
         self._jumps = JumpDetector()
@@ -176,6 +180,7 @@ class Service:
                         log.error("state_disk_full", error=str(exc), note="waiting for room")
                     self._state_full = True
                 self.heartbeat.tick(self.clock.monotonic(), lambda: sdnotify.queue_status(q))
+                self.hooks.tick(self.clock.monotonic(), lambda: notify_hooks.health_of(q))
                 stop.wait(TICK_SECONDS)
         finally:
             log.info("stopping")
@@ -184,6 +189,7 @@ class Service:
             self.notifier.stopping()
             if self._mounts is not None:
                 self._mounts.close()
+            self.hooks.close()
             self.ready.put(None)
             watcher.stop()
             if status_page is not None:
@@ -216,6 +222,7 @@ class Service:
         return self.clock.now().timestamp()
 
     def _start_workers(self, stop: threading.Event) -> None:
+        self.bandwidth.stop = stop  # a worker waiting on the limit wakes when stopping
         self._spawn("ingest", self._ingest_loop, stop)
         up = self.cfg.upload
         policy = Policy(up.retry_base_seconds, up.retry_cap_seconds, up.max_retry_after_seconds)
@@ -509,6 +516,7 @@ class Service:
             spool=self.cfg.state.spool_dir,
             wake=self.wake,
             video_options=partial(video_track_options, self.cfg),
+            bandwidth=self.bandwidth,
         )
         try:
             while not stop.is_set():

@@ -20,7 +20,7 @@ from daemon import control
 from daemon.diskspace import INGEST_HOLD_KEY
 from daemon.progress import Transfer
 from daemon.store.queue import ItemState, Queue
-from daemon.upload import HOLD_KEY
+from daemon.upload import HOLD_KEY, OFFLINE_KEY, WINDOW_KEY
 
 if TYPE_CHECKING:
     from daemon.config import Config
@@ -85,6 +85,8 @@ def report(
         "generated_at": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
         "ingest_hold": _json_meta(queue, INGEST_HOLD_KEY),
         "card_files": queue.freed_counts(),
+        "offline": _json_meta(queue, OFFLINE_KEY),
+        "window": _json_meta(queue, WINDOW_KEY),
     }
 
 
@@ -188,6 +190,8 @@ def empty_report(note: str, cfg: Config | None = None) -> dict[str, Any]:
         "note": note,
         "ingest_hold": None,
         "card_files": {},
+        "offline": None,
+        "window": None,
     }
 
 
@@ -233,6 +237,15 @@ def render(rep: dict[str, Any], *, max_rows: int = 30) -> str:
         h = rep["ingest_hold"]
         lines.append(f"INGEST HELD ({h['reason']}) since {h['since']}: {h['detail']}")
         lines.append("  (nothing more is copied off the cards until there is room again)")
+        lines.append("")
+    if rep.get("offline"):
+        o = rep["offline"]
+        lines.append(f"OFFLINE since {o['since']}: {o['error']}")
+        lines.append("  (uploads wait and resume by themselves when Mapillary answers again)")
+        lines.append("")
+    if rep.get("window") and not rep["window"]["open"]:
+        w = rep["window"]
+        lines.append(f"OUTSIDE THE UPLOAD WINDOWS ({w['windows']}); next opens {w['next_change']}")
         lines.append("")
     if rep.get("paused"):
         p = rep["paused"]

@@ -23,7 +23,7 @@ import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import BinaryIO
 
@@ -33,19 +33,27 @@ from daemon import control, spool
 from daemon.clock import Clock
 from daemon.credentials import TokenSource, fingerprint
 from daemon.describe import exif_description, image_description
-from daemon.errors import ItemError, UploadError
+from daemon.errors import ItemError, TransportError, UploadError
+from daemon.limits import Windows
 from daemon.mapillary.graph import GraphClient
 from daemon.mapillary.upload_service import UploadService, session_key
 from daemon.media.camm_mp4 import CammStream, md5_of, plan_camm_clip, plan_camm_mp4
 from daemon.media.exif import ImageMetadata, with_description
 from daemon.progress import PROGRESS
-from daemon.retry import Action, Policy, decide
+from daemon.reachability import Reachability
+from daemon.resume import ResumeMemo
+from daemon.retry import Action, Policy, decide, release_delay
 from daemon.store.queue import Item, ItemState, Queue, SequenceRow, Verdict
+from daemon.throttle import Bandwidth
 from daemon.video_track import VideoTrackOptions, read_track
 
 log = structlog.get_logger(__name__)
 
 HOLD_KEY = "hold"
+OFFLINE_KEY = "offline"
+WINDOW_KEY = "window"
+#: Seconds over which the work that waited for the network is resumed.
+RESUME_SPREAD = 10.0
 MANIFEST_FILE_TYPE = "mly_bundle_manifest"
 VIDEO_FILE_TYPE = "mly_camm_video"
 
@@ -58,6 +66,11 @@ class Endpoints:
     timeout: float = 60.0
 
 
+class UpstreamPaused(Exception):
+    """Raised by :meth:`Upstream.check_pause` before a request while the whole upstream is
+    paused: the unit of work in hand goes back to the queue untouched (no attempt counted)."""
+
+
 class Upstream:
     """What every worker must respect before talking to Mapillary.
 
@@ -67,12 +80,101 @@ class Upstream:
       it, lifted as soon as a different token appears.
     """
 
-    def __init__(self, clock: Clock, tokens: TokenSource) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        tokens: TokenSource,
+        *,
+        windows: Windows | None = None,
+        zone: tzinfo | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.clock, self.tokens = clock, tokens
+        self.windows, self.zone = windows or Windows(), zone
+        self.rng = rng or random.Random()
         self._lock = threading.Lock()
         self._paused_until = 0.0
         self._hold: dict[str, str] | None = None
+        self._reach = Reachability()
+        self._window_open: bool | None = None
         self.changed = threading.Event()
+        self._pause_seconds = 0.0
+        #: What the workers learnt about upload sessions (see :mod:`daemon.resume`).
+        self.sessions = ResumeMemo()
+
+    # --- offline ----------------------------------------------------------------------------
+
+    @property
+    def offline(self) -> bool:
+        with self._lock:
+            return self._reach.offline
+
+    def offline_wait(self) -> float:
+        """Seconds to wait before sending anything because the upstream is unreachable; 0 for
+        exactly one worker when the next probe is due (see :mod:`daemon.reachability`)."""
+        with self._lock:
+            return self._reach.wait(self.clock.monotonic())
+
+    def probe_unused(self) -> None:
+        """The worker given the probe had nothing to send: let the next one probe."""
+        with self._lock:
+            if self._reach.probing:
+                self._reach.probing = False
+                self._reach.next_probe = self.clock.monotonic()
+
+    def unreachable(self, queue: Queue, error: str) -> None:
+        """A request could not connect: offline (logged once, shown in status) until a
+        request gets an answer."""
+        with self._lock:
+            started = self._reach.unreachable(self.clock.monotonic(), self.rng)
+        if started:
+            since = self.clock.now().isoformat()
+            queue.set_meta(OFFLINE_KEY, json.dumps({"since": since, "error": error}))
+            log.warning("upstream_offline", error=error, note="uploads wait; probing quietly")
+
+    def reachable(self, queue: Queue) -> None:
+        """A request got an answer: ends an offline state (logged once) and brings forward what
+        waited for the network."""
+        with self._lock:
+            if not self._reach.offline:
+                return
+            lasted = self._reach.reachable(self.clock.monotonic())
+        if lasted is None:
+            return
+        queue.set_meta(OFFLINE_KEY, None)
+        moved = queue.hurry_waiting(("network",), self.clock.now().timestamp(), RESUME_SPREAD)
+        log.info("upstream_online", offline_for=round(lasted, 1), resumed=moved)
+        self.changed.set()
+
+    # --- upload windows ---------------------------------------------------------------------
+
+    def window_open(self, queue: Queue) -> bool:
+        """Whether uploads may run now by the configured windows; a change is logged once and
+        recorded for ``status`` (with when it next changes)."""
+        if not self.windows.windows:
+            return True
+        now = self.clock.now().astimezone(self.zone)
+        is_open = self.windows.is_open(now)
+        with self._lock:
+            changed = is_open != self._window_open
+            self._window_open = is_open
+        if changed:
+            nxt = self.windows.next_change(now)
+            record = {
+                "open": is_open,
+                "windows": self.windows.describe(),
+                "next_change": nxt.isoformat() if nxt else None,
+            }
+            queue.set_meta(WINDOW_KEY, json.dumps(record))
+            if is_open:
+                log.info(
+                    "upload_window_open", windows=record["windows"], closes=record["next_change"]
+                )
+            else:
+                log.info(
+                    "upload_window_closed", windows=record["windows"], opens=record["next_change"]
+                )
+        return is_open
 
     def pause(self, seconds: float, reason: str) -> None:
         if seconds <= 0:
@@ -81,11 +183,26 @@ class Upstream:
             until = self.clock.monotonic() + seconds
             if until > self._paused_until:
                 self._paused_until = until
+                self._pause_seconds = seconds
                 log.info("upstream_paused", seconds=round(seconds, 1), reason=reason)
 
     def pause_remaining(self) -> float:
+        """Seconds the calling worker (thread) still waits: the pause, then its own share of
+        the staggered release (:func:`daemon.retry.release_delay`), so workers come back one
+        by one rather than all at once."""
         with self._lock:
-            return max(0.0, self._paused_until - self.clock.monotonic())
+            until, seconds = self._paused_until, self._pause_seconds
+        if until <= 0:
+            return 0.0
+        release = until + release_delay(seconds, until, threading.get_ident())
+        return max(0.0, release - self.clock.monotonic())
+
+    def check_pause(self) -> None:
+        """Raise :class:`UpstreamPaused` while the calling worker must not send: the HTTP
+        clients call it before every request, so a pause also stops work already under way."""
+        remaining = self.pause_remaining()
+        if remaining > 0:
+            raise UpstreamPaused(f"upstream paused for {remaining:.1f} s more")
 
     def load_hold(self, queue: Queue) -> None:
         raw = queue.get_meta(HOLD_KEY)
@@ -144,6 +261,7 @@ class Uploader:
         wake: threading.Event | None = None,
         spool: Path | None = None,
         video_options: Callable[[str], VideoTrackOptions] | None = None,
+        bandwidth: Bandwidth | None = None,
     ) -> None:
         self.queue, self.endpoints, self.upstream = queue, endpoints, upstream
         self.clock, self.policy, self.owner, self.stop = clock, policy, owner, stop
@@ -154,9 +272,12 @@ class Uploader:
         self.spool = spool
         #: Where a watch folder's videos take their GPS from (the same as at processing).
         self.video_options = video_options or (lambda _watch: VideoTrackOptions())
+        #: The bandwidth limit every worker shares (None: unlimited).
+        self.bandwidth = bandwidth
         self._token: str | None = None
         self._upload: UploadService | None = None
         self._graph: GraphClient | None = None
+        self._progressed = False  # the item in hand made progress (see _offset)
 
     def close(self) -> None:
         for client in (self._upload, self._graph):
@@ -167,8 +288,18 @@ class Uploader:
         if token != self._token or self._upload is None or self._graph is None:
             self.close()
             e = self.endpoints
-            self._upload = UploadService(e.upload, token, clock=self.clock, timeout=e.timeout)
-            self._graph = GraphClient(e.graph, token, clock=self.clock, timeout=e.timeout)
+            gate = self.upstream.check_pause
+            self._upload = UploadService(
+                e.upload,
+                token,
+                clock=self.clock,
+                timeout=e.timeout,
+                pace=self.bandwidth,
+                gate=gate,
+            )
+            self._graph = GraphClient(
+                e.graph, token, clock=self.clock, timeout=e.timeout, gate=gate
+            )
             self._token = token
         return self._upload, self._graph
 
@@ -181,8 +312,12 @@ class Uploader:
         """Do one unit of work if any is due and allowed; return True if something was done."""
         if self.upstream.pause_remaining() > 0:
             return False
+        if not self.upstream.window_open(self.queue):
+            return False
         token = self.upstream.usable_token(self.queue)
         if token is None:
+            return False
+        if self.upstream.offline_wait() > 0:
             return False
         if sequences:
             seq = self.queue.claim_sequence(self.owner, self.now())
@@ -194,6 +329,7 @@ class Uploader:
             if item is not None:
                 self._upload_item(item, token)
                 return True
+        self.upstream.probe_unused()
         return False
 
     def run(self, *, images: bool = True, sequences: bool = True, idle: float = 0.5) -> None:
@@ -212,6 +348,7 @@ class Uploader:
     def _upload_item(self, item: Item, token: str) -> None:
         """Upload one claimed image or video and record its handle, or why not (the file is
         gone: wait for it; it is unusable: reject it; the exchange failed: retry or hold)."""
+        self._progressed = False
         try:
             if item.kind == "video":
                 key, handle, offset = self._send_video(item, token)
@@ -226,9 +363,13 @@ class Uploader:
             )
             log.warning("rejected_at_upload", item=item.id, reason=exc.reason, detail=str(exc))
             return
+        except UpstreamPaused:
+            self.queue.release_item(item.id, self.now())
+            return
         except UploadError as exc:
             self._retry_or_give_up_item(item, exc, token)
             return
+        self.upstream.reachable(self.queue)
         self.queue.item_uploaded(item.id, key, handle, self.now())
         self.wake.set()  # its sequence may now be ready to finish
         log.debug("uploaded", item=item.id, session_key=key, resumed_at=offset or None)
@@ -237,7 +378,7 @@ class Uploader:
         payload = prepare_image(item)
         key = session_key(hashlib.md5(payload).hexdigest(), ".jpg")
         service, _ = self._clients(token)
-        offset = service.fetch_offset(key)
+        offset = self._offset(service, item, key)
         handle = self._send_tracked(service, item, key, payload, len(payload), offset)
         return key, handle, offset
 
@@ -262,9 +403,22 @@ class Uploader:
             stream = CammStream(plan, source)
             key = session_key(md5_of(stream), ".mp4")
             service, _ = self._clients(token)
-            offset = service.fetch_offset(key)
+            offset = self._offset(service, item, key)
             handle = self._send_tracked(service, item, key, stream, stream.size, offset)
             return key, handle, offset
+
+    def _offset(self, service: UploadService, item: Item, key: str) -> int:
+        """Where to send ``key`` from: where the last answered failure left it, else where the
+        server says. An offset larger than at the item's last attempt is progress: its attempt
+        count starts again, so its backoff is short again."""
+        known = self.upstream.sessions.known_offset(key)
+        if known is not None:
+            return known
+        offset = service.fetch_offset(key)
+        if self.upstream.sessions.fetched(key, offset) and item.attempts:
+            self.queue.reset_attempts(item.id)
+            self._progressed = True
+        return offset
 
     def _send_tracked(
         self,
@@ -278,9 +432,14 @@ class Uploader:
         """``service.upload``, its bytes sent reported to the status page's progress registry."""
         PROGRESS.begin(item.id, item.source_path, item.kind, size, offset)
         try:
-            return service.upload(key, source, offset, lambda pos: PROGRESS.advance(item.id, pos))
+            handle = service.upload(key, source, offset, lambda pos: PROGRESS.advance(item.id, pos))
+        except UploadError as exc:
+            self.upstream.sessions.refused(key, offset, exc.status)
+            raise
         finally:
             PROGRESS.end(item.id)
+        self.upstream.sessions.finished(key)
+        return handle
 
     def _wait_for_source(self, item: Item, exc: OSError) -> None:
         """The file is gone or unreadable (card pulled, drop folder emptied): the item waits
@@ -295,7 +454,7 @@ class Uploader:
     def _retry_or_give_up_item(self, item: Item, exc: UploadError, token: str) -> None:
         self._failed(
             exc,
-            item.attempts,
+            0 if self._progressed else item.attempts,
             token,
             retry=lambda at, reason, detail: self.queue.item_retry(
                 item.id, at, reason, detail, self.now()
@@ -329,6 +488,9 @@ class Uploader:
             cluster = graph.finish_upload(
                 handle, MANIFEST_FILE_TYPE, self.endpoints.organization_id
             )
+        except UpstreamPaused:
+            self.queue.release_sequence(seq.id)
+            return
         except UploadError as exc:
             self._failed(
                 exc,
@@ -343,6 +505,7 @@ class Uploader:
                 release=lambda: self.queue.release_sequence(seq.id),
             )
             return
+        self.upstream.reachable(self.queue)
         self.queue.sequence_done(seq.id, cluster, self.now())
         if self.spool is not None:
             spool.release(self.spool, self.queue.data_paths(seq.id))
@@ -361,6 +524,10 @@ class Uploader:
         release: Callable[[], None],
     ) -> None:
         decision = decide(exc, attempts, self.policy, self.rng)
+        if isinstance(exc, TransportError) and exc.unreachable:
+            self.upstream.unreachable(self.queue, str(exc))
+        elif not isinstance(exc, TransportError):
+            self.upstream.reachable(self.queue)  # the server answered, if not as hoped
         if decision.action is Action.HOLD_AUTH:
             release()
             self.upstream.hold(
@@ -369,7 +536,9 @@ class Uploader:
         elif decision.action is Action.RETRY:
             retry(self.now() + decision.delay, decision.reason, str(exc))
             self.upstream.pause(decision.upstream_wait, decision.reason)
-            log.info(
+            # Offline is one state, logged when it starts and ends, not once per file.
+            quiet = self.upstream.offline and decision.reason == "network"
+            (log.debug if quiet else log.info)(
                 "upload_retry_scheduled",
                 reason=decision.reason,
                 delay=round(decision.delay, 1),

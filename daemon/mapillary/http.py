@@ -21,8 +21,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -57,9 +58,11 @@ class JsonHttp:
         clock: Clock,
         timeout: float,
         transport: httpx.BaseTransport | None,
+        gate: Callable[[], None] | None = None,
     ) -> None:
         self._token = token
         self._clock = clock
+        self._gate = gate
         self._client = httpx.Client(
             headers={"Authorization": f"OAuth {token}", "User-Agent": USER_AGENT},
             timeout=httpx.Timeout(timeout),
@@ -74,13 +77,20 @@ class JsonHttp:
     def call(self, method: str, url: str, **kwargs: Any) -> JsonReply:
         """Send one request (``kwargs`` as for ``httpx.Client.request``); its 2xx JSON object.
 
-        Raises the :mod:`daemon.errors` described in the module docstring.
+        Raises the :mod:`daemon.errors` described in the module docstring, and whatever the
+        ``gate`` given at construction raises: it is called before every request (the uploader's
+        "is the whole upstream paused?" check).
         """
+        if self._gate is not None:
+            self._gate()
         where = f"{method} {httpx.URL(url).path}"
         try:
             response = self._client.request(method, url, **kwargs)
         except httpx.TransportError as exc:
-            raise errors.TransportError(self._redact(f"{where}: {_describe(exc)}")) from exc
+            raise errors.TransportError(
+                self._redact(f"{where}: {_describe(exc)}"),
+                unreachable=isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout),
+            ) from exc
         except httpx.RequestError as exc:  # e.g. undecodable content encoding
             raise errors.ProtocolError(self._redact(f"{where}: {_describe(exc)}")) from exc
         where = f"{where} → {response.status_code}"
@@ -133,22 +143,31 @@ class JsonHttp:
 
 
 def retry_after(response: httpx.Response, payload: dict[str, Any], clock: Clock) -> float | None:
-    """Seconds the server asked to wait: ``Retry-After`` (seconds or HTTP date, relative to
-    ``clock.now()``, never negative), else JSON ``backoff`` in milliseconds, else None."""
-    header = _header_delay(response.headers.get("Retry-After", "").strip(), clock)
+    """Seconds the server asked to wait: ``Retry-After`` (seconds, or an HTTP date taken
+    relative to the response's own ``Date`` — so a wrong local clock does not matter — or to
+    ``clock.now()`` without one; never negative), else JSON ``backoff`` in milliseconds, else
+    None."""
+    headers = response.headers
+    header = _header_delay(headers.get("Retry-After", "").strip(), headers.get("Date"), clock)
     return header if header is not None else _backoff_delay(payload.get("backoff"))
 
 
-def _header_delay(value: str, clock: Clock) -> float | None:
+def _header_delay(value: str, date: str | None, clock: Clock) -> float | None:
     if _DELAY_SECONDS.fullmatch(value):
         return float(value)
+    when = _http_date(value)
+    if when is None:
+        return None
+    now = _http_date(date) if date else None
+    return max(0.0, (when - (now or clock.now())).total_seconds())
+
+
+def _http_date(value: str) -> datetime | None:
     try:
-        when = parsedate_to_datetime(value)
+        when = parsedate_to_datetime(value.strip())
     except (TypeError, ValueError, IndexError):
         return None
-    if when.tzinfo is None:  # RFC 9110 dates are GMT
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - clock.now()).total_seconds())
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when  # RFC 9110: GMT
 
 
 def _backoff_delay(backoff: Any) -> float | None:

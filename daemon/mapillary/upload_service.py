@@ -13,7 +13,7 @@ import io
 import re
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -41,6 +41,15 @@ def session_key(md5_hex: str, suffix: str) -> str:
     return f"mly_tools_{md5_hex}{suffix}"
 
 
+class Pace(Protocol):
+    """A bandwidth limit (:class:`daemon.throttle.Bandwidth`): how big a piece to read, and a
+    wait until a piece of that many bytes may go."""
+
+    def piece(self, default: int) -> int: ...
+
+    def take(self, size: int) -> None: ...
+
+
 class UploadService:
     """Fetch offsets and stream bytes to one upload endpoint with one user token."""
 
@@ -52,14 +61,17 @@ class UploadService:
         clock: Clock = SYSTEM_CLOCK,
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
+        gate: Callable[[], None] | None = None,
         chunk_size: int = 1 << 20,
+        pace: Pace | None = None,
     ) -> None:
         if chunk_size <= 0:
             raise ValueError("chunk_size must be positive")
         self._endpoint = endpoint.rstrip("/")
         self._timeout = timeout
         self._chunk_size = chunk_size
-        self._http = JsonHttp(token, clock=clock, timeout=timeout, transport=transport)
+        self._pace = pace
+        self._http = JsonHttp(token, clock=clock, timeout=timeout, transport=transport, gate=gate)
 
     def _url(self, key: str) -> str:
         return f"{self._endpoint}/{quote(key, safe='')}"
@@ -114,7 +126,10 @@ class UploadService:
         stream = io.BytesIO(source) if isinstance(source, bytes) else source
         stream.seek(offset)
         position = offset
-        while piece := stream.read(self._chunk_size):
+        pace = self._pace
+        while piece := stream.read(pace.piece(self._chunk_size) if pace else self._chunk_size):
+            if pace is not None:
+                pace.take(len(piece))
             yield piece
             position += len(piece)
             if on_progress is not None:

@@ -803,6 +803,11 @@ class Queue:
             ).rowcount
             return n
 
+    def reset_attempts(self, item_id: int) -> None:
+        """Start the image's attempt count again (its upload made progress since it failed)."""
+        with db.write(self.conn) as c:
+            c.execute("UPDATE items SET attempts = 0 WHERE id = ?", (item_id,))
+
     def release_item(self, item_id: int, now: float) -> None:
         """Give a claimed image back untouched (shutdown, or a hold began)."""
         with db.write(self.conn) as c:
