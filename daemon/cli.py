@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from daemon import __version__, control_commands, logsetup
+from daemon import __version__, control_commands, logsetup, service_commands
 from daemon.archive import commands as archive_commands
 from daemon.config import Config, load_config
 from daemon.errors import FatalError
@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=180.0, help="give up after this many seconds")
     control_commands.add_commands(sub)
     archive_commands.add_commands(sub)
+    service_commands.add_commands(sub)
     return parser
 
 
@@ -104,6 +105,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     handled = control_commands.dispatch(args)
     if handled is None:
         handled = archive_commands.dispatch(args)
+    if handled is None:
+        handled = service_commands.dispatch(args)
     if handled is not None:
         return handled
     if args.command == "run":

@@ -6,11 +6,13 @@ strings (the token) and any ``Authorization`` value in event fields.
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import re
 import sys
 import warnings
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -48,10 +50,51 @@ class Redactor:
 REDACTOR = Redactor()
 
 
-def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+#: journald priorities (syslog levels) for structlog's level names.
+JOURNAL_PRIORITIES = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debug": 7}
+
+
+def is_journal_stream(stream: TextIO, env: Mapping[str, str]) -> bool:
+    """True if ``stream`` is the journal connection systemd announced in ``$JOURNAL_STREAM``
+    (``device:inode`` of the socket it gave us as stdout/stderr; systemd.exec(5))."""
+    dev, _, ino = env.get("JOURNAL_STREAM", "").partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
+
+class JournalPrefix:
+    """Wraps a renderer: each line starts with its journald priority (``<3>`` for errors),
+    which journald strips and keeps as the entry's priority (``SyslogLevelPrefix=``, on by
+    default), so ``journalctl -p warning`` works."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __call__(self, logger: Any, name: str, event: MutableMapping[str, Any]) -> str:
+        priority = JOURNAL_PRIORITIES.get(str(event.get("level", "info")), 6)
+        return f"<{priority}>{self.inner(logger, name, event)}"
+
+
+def configure(
+    level: str = "info",
+    fmt: str = "auto",
+    stream: TextIO | None = None,
+    env: Mapping[str, str] | None = None,
+) -> None:
     """Set up structlog for the process. ``fmt`` is ``auto`` (console on a TTY), ``json`` or
-    ``console``. Safe to call more than once."""
+    ``console``. Under systemd (``$JOURNAL_STREAM`` names our stdout) lines go to stdout as
+    JSON with journald priority prefixes; otherwise to ``stream`` (default stderr). Safe to
+    call more than once."""
+    env = os.environ if env is None else env
+    if stream is None and is_journal_stream(sys.stdout, env):
+        stream = sys.stdout
     stream = stream or sys.stderr
+    journal = is_journal_stream(stream, env)
     # watchdog 7 warns when a new subfolder's inotify watch is registered twice (its recursive
     # add races the folder's own creation event) and then overwrites it: harmless, and on a
     # card full of DCIM/ folders it would print a line per folder.
@@ -62,6 +105,8 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         if console
         else structlog.processors.JSONRenderer(sort_keys=False)
     )
+    if journal:
+        renderer = JournalPrefix(renderer)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
