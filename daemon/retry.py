@@ -13,7 +13,12 @@ Policy (mapillary_tools' classification, with what a daemon adds):
   the likely cause, and the bytes are safe on our side).
 
 The caller stores ``attempts`` and the resulting next-attempt time in the queue row, so the
-schedule survives restarts. Randomness is a parameter, so tests are exact.
+schedule survives restarts; it resets ``attempts`` when an upload made progress (the server's
+offset advanced), as mapillary_tools resets its count on every chunk sent. Randomness is a
+parameter, so tests are exact.
+
+A pause of the whole upstream (``Decision.upstream_wait``) ends for each worker at its own moment,
+:func:`release_delay` after the pause's end, so the workers do not all come back at once.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from enum import StrEnum
 from daemon.errors import AuthError, ProtocolError, TransportError, UploadError
 
 IMMEDIATE_OFFSET_RETRIES = 3
+#: The workers released after a pause of the whole upstream are spread over at most this long.
+RELEASE_SPREAD_CAP = 10.0
 
 
 class Action(StrEnum):
@@ -85,3 +92,16 @@ def decide(error: UploadError, attempts: int, policy: Policy, rng: random.Random
     if error.retriable:
         return Decision(Action.RETRY, max(server_wait, backoff(attempts, policy, rng)), "retriable")
     return Decision(Action.REJECT, 0.0, f"http_{status}" if status else "rejected")
+
+
+def release_delay(pause_seconds: float, pause_id: object, worker: object) -> float:
+    """How long after a pause of the whole upstream ends ``worker`` waits before sending again.
+
+    Uniform in ``[0, min(pause_seconds, RELEASE_SPREAD_CAP))``, fixed for one (pause, worker)
+    pair — asking again gives the same answer — and different from worker to worker, so the end
+    of a pause is not every worker at once (no retry storm). ``pause_id`` names the pause.
+    """
+    spread = min(max(pause_seconds, 0.0), RELEASE_SPREAD_CAP)
+    if spread <= 0:
+        return 0.0
+    return random.Random(f"{pause_id}|{worker}").uniform(0.0, spread)

@@ -7,6 +7,7 @@ answers a repeated finish of the same handle with the same cluster.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -29,9 +30,10 @@ class GraphClient:
         clock: Clock = SYSTEM_CLOCK,
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
+        gate: Callable[[], None] | None = None,
     ) -> None:
         self._endpoint = endpoint.rstrip("/")
-        self._http = JsonHttp(token, clock=clock, timeout=timeout, transport=transport)
+        self._http = JsonHttp(token, clock=clock, timeout=timeout, transport=transport, gate=gate)
 
     def me(self) -> dict[str, str]:
         """``{"id", "username"}`` of the token's owner (``GET /me?fields=id,username``)."""

@@ -257,13 +257,19 @@ class Stub:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(canned.body)))
                 for name, value in canned.headers.items():
-                    self.send_header(name, value)
+                    if name != "Date":  # sent by send_response, see date_time_string
+                        self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(canned.body[: canned.send_only])
                 if canned.send_only is not None:
                     self.close_connection = True
 
             do_POST = do_GET
+
+            def date_time_string(self, timestamp: float | None = None) -> str:
+                """The ``Date`` header: the canned one if any, else the real time."""
+                canned = stub.canned.headers
+                return canned["Date"] if "Date" in canned else super().date_time_string(timestamp)
 
             def _consume_body(self) -> None:
                 if "chunked" in self.headers.get("Transfer-Encoding", ""):
@@ -314,14 +320,34 @@ def upload_error_from(
     ("canned", "expected"),
     [
         (Canned(429, headers={"Retry-After": "7"}), 7.0),
-        (Canned(503, headers={"Retry-After": "Mon, 01 Jun 2026 12:01:30 GMT"}), 90.0),
-        (Canned(503, headers={"Retry-After": "Mon, 01 Jun 2026 11:00:00 GMT"}), 0.0),
+        (Canned(503, headers={"Retry-After": "Mon, 01 Jun 2026 12:01:30 GMT", "Date": ""}), 90.0),
+        (Canned(503, headers={"Retry-After": "Mon, 01 Jun 2026 11:00:00 GMT", "Date": ""}), 0.0),
+        # The server's own Date is the reference: right even when the local clock is years off.
+        (
+            Canned(
+                503,
+                headers={
+                    "Retry-After": "Sun, 01 Jan 2034 00:00:40 GMT",
+                    "Date": "Sun, 01 Jan 2034 00:00:00 GMT",
+                },
+            ),
+            40.0,
+        ),
         (Canned(429, b'{"backoff": 2500}'), 2.5),
         (Canned(429, b'{"backoff": 2500}', {"Retry-After": "1"}), 1.0),
         (Canned(500, headers={"Retry-After": "soon"}), None),
         (Canned(500, b"<html>oops</html>"), None),
     ],
-    ids=["seconds", "http-date", "past-date", "backoff-ms", "header-wins", "garbage", "none"],
+    ids=[
+        "seconds",
+        "http-date",
+        "past-date",
+        "http-date-vs-server-date",
+        "backoff-ms",
+        "header-wins",
+        "garbage",
+        "none",
+    ],
 )
 def test_retry_after(
     stub: Stub, clock: ManualClock, canned: Canned, expected: float | None
