@@ -60,12 +60,29 @@ Design decisions:
   ``mvhd``'s. The same source, points, make and model always give byte-identical output,
   hence the same md5 and the same session key (:func:`md5_of`).
 
+**Clips** (:func:`plan_camm_clip`, for trimmed videos, :mod:`daemon.geo.video_trim`): the
+same output for a time window ``[t0, t1)`` of the source. :func:`read_clip_source` also reads
+every sample of the kept video tracks (offset, size, duration, composition offset, sync flag;
+a few bytes each, never the media); :func:`layout_clip` keeps, per video track, the samples
+from the first *clean* sync sample shown at or after ``t0`` (a keyframe after which no sample
+in decode order is shown earlier, so an open GOP's leading pictures never start a clip) to the
+longest decode-order run whose frames all end by ``t1`` and leave no frame shown in between
+out. Those tracks get new ``stts``/``ctts``/``stss``/``stsz``/``stsc`` and chunk tables
+(chunks are the source's, split where the window cuts them; per-sample extras such as
+``sdtp`` or sample groups are left out, as mapillary_tools leaves them out), an edit list
+that shows the first kept frame at the clip's 0 s (after an empty edit for a track that
+starts later), and ``tkhd``/``mdhd``/``mvhd`` durations of the clip; the CAMM track holds the
+points shown during the clip, rebased to its start. The bytes still stream from the source.
+Sources whose video edit list is more than an optional delay and one edit at rate 1 cannot
+be cut (``trim_unsupported``).
+
 Errors: planning raises only :class:`~daemon.errors.ItemError` subclasses naming the file —
 ``truncated_mp4`` / ``corrupt_media`` (:class:`~daemon.errors.CorruptMediaError`) for a cut or
 malformed source, ``no_video_track`` when no track with handler ``vide`` has a sample,
 ``fragmented_mp4`` for a fragmented MP4 (samples in ``moof`` fragments, not in the index),
 ``no_video_gps`` when no point is usable, ``unreadable`` for an OS error, ``source_changed``
-when the file's size is not the one ``info`` was probed with.
+when the file's size is not the one ``info`` was probed with; for clips also ``empty_clip`` (no
+frame can start the window) and ``trim_unsupported``.
 """
 
 from __future__ import annotations
