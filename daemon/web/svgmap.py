@@ -87,8 +87,11 @@ def _scale_bar(metres_per_px: float) -> str:
     length = max(n * 10**exponent for n in _NICE if n * 10**exponent <= target)
     px = length / metres_per_px
     text = f"{length / 1000:g} km" if length >= 1000 else f"{length:g} m"
-    x, y = MARGIN, HEIGHT - MARGIN / 2
+    # Bottom right, out of the way of the tracks' starts (drawn from the left).
+    x2, y = WIDTH - MARGIN / 2, HEIGHT - MARGIN / 2
+    x1 = x2 - px
     return (
-        f'<g class="scale"><line x1="{x}" y1="{y}" x2="{x + px:.1f}" y2="{y}" stroke="#333" '
-        f'stroke-width="2"/><text x="{x}" y="{y - 5}" font-size="12" fill="#333">{text}</text></g>'
+        f'<g class="scale"><line x1="{x1:.1f}" y1="{y}" x2="{x2}" y2="{y}" stroke="#333" '
+        f'stroke-width="2"/><text x="{x2}" y="{y - 5}" font-size="12" fill="#333" '
+        f'text-anchor="end">{text}</text></g>'
     )
