@@ -190,7 +190,12 @@ class Hooks:
         if not self.enabled or mono < self._next:
             return
         self._next = mono + self.every
-        for request in self.planner.plan(mono, health()):
+        try:
+            now = health()
+        except Exception as exc:  # a busy or broken queue: try again at the next reading
+            log.warning("hook_health_unavailable", error=str(exc))
+            return
+        for request in self.planner.plan(mono, now):
             assert self._sender is not None
             self._sender.submit(request)
 

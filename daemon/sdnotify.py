@@ -180,7 +180,11 @@ class Heartbeat:
             self._next_ping = mono + self.watchdog_every
         if mono >= self._next_status:
             self._next_status = mono + self.status_every
-            text = status()
+            try:
+                text = status()
+            except Exception as exc:  # a busy or broken queue must not stop the pings
+                log.warning("status_unavailable", error=str(exc))
+                text = self._last_status or "status unavailable"
             if text != self._last_status:
                 self._last_status = text
                 lines.append(f"STATUS={text}")

@@ -12,6 +12,7 @@ from daemon.errors import ConfigError
 from daemon.mounts import (
     Mount,
     MountMonitor,
+    MountTable,
     accepts,
     card_watch,
     looks_like_camera,
@@ -166,3 +167,13 @@ def test_the_example_config_documents_the_service_keys() -> None:
     ):
         if name != "roots":  # [[mount_root]] tables
             assert f"\n{name} = " in text, f"config.example.toml does not document {name}"
+
+
+def test_without_proc_mounts_the_folders_under_volumes_are_the_mounts(tmp_path: Path) -> None:
+    volumes = tmp_path / "Volumes"
+    (volumes / "CARD").mkdir(parents=True)
+    (volumes / "Macintosh HD").symlink_to("/")  # the boot volume: a symlink, not a card
+    (volumes / "stray.txt").write_text("")
+    table = MountTable(proc=tmp_path / "no-proc-here", volumes=volumes)
+    assert table.read() == [Mount("", str(volumes / "CARD"), "")]
+    assert table.changed() is False  # macOS: the monitor's timer re-lists it

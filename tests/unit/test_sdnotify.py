@@ -59,3 +59,16 @@ def test_without_a_socket_nothing_is_sent_and_a_dead_socket_is_not_fatal(tmp_pat
     assert not Notifier(None).send("READY=1")
     dead = Notifier(str(tmp_path / "nobody-listens"))
     assert not dead.ready("starting") and not dead.stopping()
+
+
+def test_a_failing_status_query_does_not_stop_the_pings(tmp_path: Path) -> None:
+    path = tmp_path / "n.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        sock.settimeout(1)
+
+        def broken() -> str:
+            raise RuntimeError("database is locked")
+
+        Heartbeat(Notifier(str(path)), 5.0).tick(0.0, broken)
+        assert sock.recv(1024).decode() == "WATCHDOG=1\nSTATUS=status unavailable"
