@@ -86,18 +86,16 @@ def trim_plan(
     if rough.whole:
         return rough
     try:
-        try:
-            with open(path, "rb") as fileobj:
-                clip = read_clip_source(fileobj, name, info=vt.info)
-        except OSError as exc:
-            raise ItemError(f"{name}: cannot read: {exc.strerror or exc}") from exc
-    except ItemError as exc:
+        with open(path, "rb") as fileobj:
+            clip = read_clip_source(fileobj, name, info=vt.info)
+    except (ItemError, OSError) as exc:
+        why = f"cannot read: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
         zones = sorted({c.label for c in rough.cuts if c.reason == PRIVACY})
         if zones:
             return VideoRefusal(
-                PRIVACY, f"{name}: could show {', '.join(zones)} and cannot be trimmed: {exc}"
+                PRIVACY, f"{name}: could show {', '.join(zones)} and cannot be trimmed: {why}"
             )
-        log.warning("video_not_trimmed", path=path, why=str(exc))
+        log.warning("video_not_trimmed", path=path, why=why)
         return plan_trim(points, (), end, TrimOptions(parked_seconds=0))
     plan = plan_trim(points, clip.keyframes(), clip.end_s(), options)
     return plan.refusal(name) or plan
