@@ -161,8 +161,9 @@ def render_unit(inst: Install, variant: Literal["system", "user"]) -> str:
         "TimeoutStartSec=120",
         "# SIGTERM: stop claiming work, finish or release uploads in flight, exit 0.",
         "KillSignal=SIGTERM",
-        "# Longer than the slowest upload request, so a stop never cuts one mid-way.",
-        "TimeoutStopSec=90",
+        "# The daemon stops within ~20 s (uploads in flight finish or are released, resumable);",
+        "# leave it room before SIGKILL.",
+        "TimeoutStopSec=60",
         "# Log lines reach the journal at once (JSON with <N> priority prefixes).",
         "Environment=PYTHONUNBUFFERED=1",
         "# $STATE_DIRECTORY: the queue database and spool (must survive reboots: not tmpfs).",
@@ -246,6 +247,8 @@ def render_card_rule() -> str:
             "# mapillaryd: mount SD cards and USB card readers on a Pi without a desktop.",
             "# A partition with a file system on USB or an SD/MMC slot (not the boot card:",
             "# mmcblk0) asks systemd for mapillaryd-card@<name>.service, which mounts it.",
+            "# A USB disk you mount yourself (/etc/fstab, e.g. the one holding the state dir):",
+            '# add ENV{ID_FS_UUID}!="<its UUID>" to the first line so it is left alone.',
             'ACTION=="add", SUBSYSTEM=="block", ENV{DEVTYPE}=="partition", '
             'ENV{ID_FS_USAGE}=="filesystem", ENV{ID_BUS}=="usb", TAG+="systemd", '
             'ENV{SYSTEMD_WANTS}+="mapillaryd-card@%k.service"',
