@@ -280,9 +280,13 @@ class Uploader:
         self._progressed = False  # the item in hand made progress (see _offset)
 
     def close(self) -> None:
+        """Close the HTTP clients; a later request opens new ones (``run`` may be called again
+        after a failure: the service restarts a worker that way)."""
         for client in (self._upload, self._graph):
             if client is not None:
                 client.close()
+        self._upload = self._graph = None
+        self._token = None
 
     def _clients(self, token: str) -> tuple[UploadService, GraphClient]:
         if token != self._token or self._upload is None or self._graph is None:
