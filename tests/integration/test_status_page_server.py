@@ -25,7 +25,7 @@ from daemon.service import Service
 from daemon.status import STATUS_URL_KEY, report
 from daemon.store.queue import Queue
 from tests.conftest import ManualClock
-from tests.e2e.harness import wait_until
+from tests.e2e.harness import SlowUploads, wait_until
 
 TOKEN = "status-page-test-token-31c8"
 ACCESS = "page-access-token-77aa0c1d"
@@ -229,3 +229,32 @@ def test_the_running_daemon_serves_its_report_and_obeys_the_pause_button(
     assert samples[("mapillaryd_queue_items", (("state", "done"),))] == 6
     assert samples[("mapillaryd_uploaded_bytes_total", ())] == api["uploaded_bytes"] > 0
     assert samples[("mapillaryd_upload_sent_bytes_total", ())] >= api["uploaded_bytes"]
+
+
+def test_uploads_in_flight_show_their_bytes(tmp_path: Path, sandbox: Sandbox) -> None:
+    sandbox.faults = SlowUploads(1.0)  # each POST waits: the uploads stay in flight a while
+    cfg = _config(tmp_path, sandbox=sandbox)
+    seen: list[dict[str, Any]] = []
+    with _running(cfg):
+        q = Queue.open(cfg.state.database)
+        try:
+            wait_until(lambda: q.get_meta(STATUS_URL_KEY) is not None, 10, "the status page")
+            url = str(q.get_meta(STATUS_URL_KEY))
+        finally:
+            q.close()
+        synth.write_drive(tmp_path / "card" / "DCIM", 12)  # three rounds of four workers
+
+        def api_in_flight() -> bool:
+            seen[:] = _get_json(url + "api/status")["uploading"]
+            return any(u["total"] for u in seen)
+
+        def page_in_flight() -> bool:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                return "<progress" in r.read().decode()
+
+        wait_until(api_in_flight, 60, "an upload in flight (API)", interval=0.1)
+        wait_until(page_in_flight, 60, "an upload in flight (page)", interval=0.1)
+        wait_until(lambda: _get_json(url + "api/status")["items"]["done"] == 12, 90, "uploads")
+    first = next(u for u in seen if u["total"])
+    assert 0 < first["sent"] <= first["total"]
+    assert first["path"].startswith(str(tmp_path / "card" / "DCIM"))
