@@ -338,7 +338,7 @@ def _footer(rep: dict[str, Any]) -> list[str]:
         )
     lines.append("backup: " + backup_line(rep.get("backup") or {}))
     if rep.get("status_page"):
-        lines.append(f"status page: {rep['status_page']}")
+        lines.append(f"status page: {rep['status_page']} (while the daemon runs)")
     return lines
 
 

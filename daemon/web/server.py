@@ -81,6 +81,13 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+def _hostname(host_header: str) -> str:
+    """The name in a ``Host`` header: ``[::1]:8686`` → ``::1``, ``localhost:80`` → ``localhost``."""
+    if host_header.startswith("["):
+        return host_header[1:].split("]", 1)[0]
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+
+
 def _json(status: int, payload: object) -> Reply:
     return Reply(status, json.dumps(payload, indent=1).encode(), "application/json")
 
@@ -116,7 +123,7 @@ class StatusApp:
     def allowed(self, headers: Any, query: dict[str, list[str]]) -> Reply | None:
         """None if the request may go on; else the refusal to send."""
         if self.token is None:
-            host = (headers.get("Host") or "").rsplit(":", 1)[0].strip("[]")
+            host = _hostname(headers.get("Host") or "")
             if host and not is_loopback(host) and host != self.cfg.status.listen:
                 return Reply(403, b"refused: unexpected Host header\n")
             return None

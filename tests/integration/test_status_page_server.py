@@ -258,3 +258,13 @@ def test_uploads_in_flight_show_their_bytes(tmp_path: Path, sandbox: Sandbox) ->
     first = next(u for u in seen if u["total"])
     assert 0 < first["sent"] <= first["total"]
     assert first["path"].startswith(str(tmp_path / "card" / "DCIM"))
+
+
+@pytest.mark.parametrize(
+    ("header", "name"),
+    [("[::1]:8686", "::1"), ("[::1]", "::1"), ("localhost", "localhost"), ("a.b:80", "a.b")],
+)
+def test_the_host_name_is_read_from_any_host_header(header: str, name: str) -> None:
+    from daemon.web.server import _hostname
+
+    assert _hostname(header) == name
