@@ -29,7 +29,7 @@ from typing import BinaryIO
 
 import structlog
 
-from daemon.config import MountRootConfig, MountsConfig, WatchConfig
+from daemon.config import Config, MountRootConfig, MountsConfig, WatchConfig
 
 log = structlog.get_logger(__name__)
 
@@ -260,3 +260,18 @@ class MountMonitor:
 
     def close(self) -> None:
         self.table.close()
+
+
+def watch_at(cfg: Config, root: str) -> WatchConfig | None:
+    """The watch options for files found under the watch root ``root``: its ``[[watch]]``
+    table, else — for a card mounted there under a ``[[mount_root]]`` pattern, even one pulled
+    since or not mounted at this start — that root's options. None for a folder no longer
+    configured."""
+    for w in cfg.watches:
+        if str(w.path) == root:
+            return w
+    if cfg.mounts.enabled:
+        mount_root = root_for(root, cfg.mounts.roots)
+        if mount_root is not None:
+            return card_watch(mount_root, root)
+    return None

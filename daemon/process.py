@@ -29,6 +29,7 @@ from daemon.media.camm_mp4 import read_clip_source
 from daemon.media.exif import ExifFacts
 from daemon.media.sampling import FfmpegMissingError, sample_video
 from daemon.media.video import VideoTrack
+from daemon.mounts import watch_at
 from daemon.processing import Input, ProcessOptions, process
 from daemon.store.queue import (
     Clip,
@@ -203,7 +204,7 @@ def _sample_videos(
 def video_track_options(cfg: Config, watch_path: str) -> VideoTrackOptions:
     """Where the videos of the watch folder ``watch_path`` take their GPS track from (the
     defaults for a folder no longer configured)."""
-    watch = next((w for w in cfg.watches if str(w.path) == watch_path), None)
+    watch = watch_at(cfg, watch_path)
     if watch is None:
         return VideoTrackOptions()
     local = watch.video_creation_time == "local"
@@ -278,7 +279,7 @@ def cut_batch(queue: Queue, batch_id: int, cfg: Config, now: float) -> int:
     items = queue.ingested_items(batch_id)
     if not items:
         return 0
-    watch = next((w for w in cfg.watches if str(w.path) == items[0].watch), None)
+    watch = watch_at(cfg, items[0].watch)  # a [[watch]], or a card under a [[mount_root]]
     videos = [i for i in items if i.kind == "video"]
     if videos and watch is not None and watch.video == "frames":
         _sample_videos(queue, batch_id, videos, cfg, watch, now)

@@ -118,6 +118,7 @@ class Service:
         )
         self._mounts: mounts.MountMonitor | None = None
         self._cards: dict[Path, WatchConfig] = {}
+        self._card_watches: tuple[WatchConfig, ...] = ()
         self.hooks = notify_hooks.Hooks(cfg.notify)  # webhook / heartbeat URL, if configured
         #: The identities of the volume last seen at each watch root (empty: not there).
         self._volumes: dict[Path, frozenset[str]] = {}
@@ -233,7 +234,8 @@ class Service:
         for n in range(up.max_parallel_uploads):
             self._spawn(f"upload-{n}", self._upload_loop, stop, endpoints, policy, True, False)
         self._spawn("finisher", self._upload_loop, stop, endpoints, policy, False, True)
-        if any(w.free_card != "off" for w in self.cfg.watches):
+        card_roots = self.cfg.mounts.roots if self.cfg.mounts.enabled else ()
+        if any(w.free_card != "off" for w in [*self.cfg.watches, *(r.watch for r in card_roots)]):
             self._spawn("freer", self._free_loop, stop)
 
     def _spawn(self, name: str, target: Callable[..., None], *args: object) -> None:
@@ -245,7 +247,7 @@ class Service:
 
     def watches(self) -> list[WatchConfig]:
         """The configured watch folders, then the cards mounted under the mount roots."""
-        return [*self.cfg.watches, *self._cards.values()]
+        return [*self.cfg.watches, *self._card_watches]
 
     def _update_cards(self, watcher: Watcher, mono: float) -> None:
         """A card mounted under a mount root becomes a watch (scanned whole as it appears);
@@ -263,6 +265,8 @@ class Service:
         for card in new:
             if card.watch.path not in configured:
                 self._cards[card.watch.path] = card.watch
+        if new or gone:
+            self._card_watches = tuple(self._cards.values())  # read by other threads
 
     def _tick(self, q: Queue, watcher: Watcher) -> None:
         mono = self.clock.monotonic()

@@ -82,6 +82,8 @@ rescan_seconds = 600
 path = "{tmp / "media"}/*"
 require = "camera"
 ingest = "copy"
+# A camera mounted facing right: the card's images must be processed with this root's options.
+offset_angle = 90
 """,
         encoding="utf-8",
     )
@@ -125,7 +127,7 @@ def test_a_card_mounted_under_a_mount_root_is_scanned_whole_and_uploaded(
         d.mkdir(parents=True)
     _mount("-t", "tmpfs", "-o", "size=16m", "mapillaryd-test-stage", str(stage))
     mounts.append(stage)
-    synth.write_drive(stage / "DCIM" / "100GOPRO", 4)  # the camera wrote these, elsewhere
+    frames = synth.write_drive(stage / "DCIM" / "100GOPRO", 4)  # written before the mount
 
     with capture_logs() as logs, running(cfg):
         # A USB stick with no camera folders: noticed, and left alone.
@@ -152,5 +154,10 @@ def test_a_card_mounted_under_a_mount_root_is_scanned_whole_and_uploaded(
         synth.write_drive(card / "DCIM" / "101GOPRO", 2, prefix="NEW_", seed=7)
         wait_until(lambda: done(cfg) == 6, 60, "the 2 new images on the re-inserted card")
     assert len(sandbox.clusters()) == 2
+    headings = sorted(
+        round(i["description"]["MAPCompassHeading"]["TrueHeading"], 3)
+        for i in sandbox.clusters()[0]["images"]
+    )
+    assert headings == sorted(round((f.heading + 90) % 360, 3) for f in frames)
     assert sum(len(c["images"]) for c in sandbox.clusters()) == 6
     assert not any(e.get("root") == str(stick) for e in events(logs, "scan_found"))

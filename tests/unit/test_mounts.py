@@ -18,6 +18,7 @@ from daemon.mounts import (
     looks_like_camera,
     parse_mounts,
     root_for,
+    watch_at,
 )
 from tests.conftest import REPO
 
@@ -177,3 +178,30 @@ def test_without_proc_mounts_the_folders_under_volumes_are_the_mounts(tmp_path: 
     table = MountTable(proc=tmp_path / "no-proc-here", volumes=volumes)
     assert table.read() == [Mount("", str(volumes / "CARD"), "")]
     assert table.changed() is False  # macOS: the monitor's timer re-lists it
+
+
+def test_a_cards_options_are_found_from_its_root_pattern_even_after_it_is_gone(
+    tmp_path: Path,
+) -> None:
+    cfg = build_config(
+        {
+            "watch": [{"path": "/media/FIXED", "ingest": "in_place"}],
+            "mount_root": [
+                {
+                    "path": "/media/*",
+                    "offset_angle": 90,
+                    "geotag_source": "gpx",
+                    "geotag_source_path": "GPS",
+                }
+            ],
+        },
+        source="t",
+        env={},
+        base_dir=tmp_path,
+    )
+    fixed = watch_at(cfg, "/media/FIXED")  # a [[watch]] wins over a matching root
+    assert fixed is not None and fixed.ingest == "in_place" and fixed.offset_angle == 0
+    card = watch_at(cfg, "/media/CARD9")  # not mounted now: the pattern still says
+    assert card is not None and card.offset_angle == 90
+    assert card.geotag_source_path == Path("/media/CARD9/GPS")
+    assert watch_at(cfg, "/srv/other") is None
