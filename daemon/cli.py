@@ -196,4 +196,9 @@ def cmd_check_config(cfg: Config) -> int:
         print(f"watch:         {w.path} [{w.ingest}, settle {w.settle_seconds:g}s]{exists}")
     if not cfg.watches:
         print("watch:         none configured")
+    for r in cfg.mounts.roots if cfg.mounts.enabled else ():
+        labels = f", or labels {', '.join(r.labels)}" if r.labels else ""
+        print(f"cards:         mounted at {r.pattern} [{r.require}{labels}, {r.watch.ingest}]")
+    if not cfg.mounts.enabled:
+        print("cards:         mount detection off ([mounts] enabled = false)")
     return 0
