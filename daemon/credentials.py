@@ -10,6 +10,7 @@ import hashlib
 from pathlib import Path
 
 from daemon.config import MapillaryConfig
+from daemon.logsetup import REDACTOR
 
 
 def fingerprint(token: str) -> str:
@@ -40,4 +41,5 @@ class TokenSource:
             self.problem = f"mapillary.token_file: {path} is empty"
             return None
         self.problem = ""
+        REDACTOR.add(token)  # a token changed while running is scrubbed from logs too
         return token
