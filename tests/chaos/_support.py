@@ -26,11 +26,14 @@ def write_config(
     *,
     state_dir: Path | None = None,
     state: str = "",
+    process: str = "",
+    upload: str = "",
     tail: str = "",
 ) -> Path:
     """A daemon config under ``root``: ``watches`` as [[watch]] tables, the state in
     ``state_dir`` (default ``root/state``) with ``state`` lines added to [state], short
-    settle/quiet/retry times so a chaos run stays short."""
+    settle/quiet/retry times so a chaos run stays short; ``process``/``upload`` lines are
+    added to [process]/[upload]."""
     tables = ""
     for w in watches:
         tables += "\n[[watch]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in w.items())
@@ -43,6 +46,7 @@ dir = "{state_dir or root / "state"}"
 [process]
 time_zone = "UTC"
 batch_quiet_seconds = 2
+{process}
 
 [scan]
 interval_seconds = 3
@@ -50,6 +54,7 @@ interval_seconds = 3
 [upload]
 retry_base_seconds = 0.2
 retry_cap_seconds = 2
+{upload}
 
 [log]
 format = "json"
@@ -130,21 +135,23 @@ def free_bytes(path: Path) -> int:
 
 
 def queue_counts(db: Path) -> dict[str, int]:
-    """Items per state, read straight from the daemon's database (read-only)."""
-    if not db.exists():
-        return {}
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        rows = conn.execute("SELECT state, count(*) FROM items GROUP BY state").fetchall()
-        return {str(s): int(n) for s, n in rows}
-    finally:
-        conn.close()
+    """Items per state, read straight from the daemon's database (empty before it exists)."""
+    rows = query(db, "SELECT state, count(*) FROM items GROUP BY state")
+    return {str(s): int(n) for s, n in rows}
 
 
 def query(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    """Rows of a read-only query on the daemon's queue (it writes meanwhile: WAL lets us read);
+    no rows while the daemon has not created its schema yet."""
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(db, timeout=30)
     try:
         return list(conn.execute(sql, args).fetchall())
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise
     finally:
         conn.close()
 
