@@ -34,13 +34,26 @@ class GraphError(Exception):
 
 
 class Throttle:
-    """At most ``rate`` requests per second across threads, plus pauses a server asked for."""
+    """At most ``rate`` requests per second across threads, slowed by the server's answers.
+
+    A steady pace (one slot every ``1/rate`` s), never faster than configured. A 429 halves
+    the pace and pauses everyone for its ``Retry-After``; each success then speeds up by 1 %
+    back towards ``rate`` (additive-increase would take minutes at these rates).
+    """
+
+    MIN_RATE = 0.5
 
     def __init__(self, rate: float, clock: Clock) -> None:
-        self._interval = 1.0 / rate
+        self._min_interval = 1.0 / rate
+        self._max_interval = 1.0 / min(rate, self.MIN_RATE)
+        self._interval = self._min_interval
         self._clock = clock
         self._lock = threading.Lock()
         self._next = 0.0
+
+    @property
+    def rate(self) -> float:
+        return 1.0 / self._interval
 
     def reserve(self) -> float:
         """Take the next slot; return the seconds to wait before using it."""
@@ -55,10 +68,15 @@ class Throttle:
         if wait > 0:
             self._clock.sleep(wait)
 
-    def pause(self, seconds: float) -> None:
-        """Nobody sends for ``seconds`` (a 429's Retry-After)."""
+    def succeeded(self) -> None:
         with self._lock:
-            self._next = max(self._next, self._clock.monotonic() + seconds)
+            self._interval = max(self._min_interval, self._interval * 0.99)
+
+    def rate_limited(self, pause: float) -> None:
+        """The server said 429: half the pace, and nobody sends for ``pause`` seconds."""
+        with self._lock:
+            self._interval = min(self._max_interval, self._interval * 2)
+            self._next = max(self._next, self._clock.monotonic() + pause)
 
 
 class ArchiveClient:
@@ -91,6 +109,7 @@ class ArchiveClient:
         self._stop = should_stop
         self._rng = rng or random.Random()
         self.requests = 0
+        self.rate_limited = 0
 
     def close(self) -> None:
         self._http.close()
@@ -105,19 +124,24 @@ class ArchiveClient:
                 self._throttle.acquire()
             self.requests += 1
             try:
-                return call()
+                answer = call()
             except errors.UploadError as exc:
                 decision = decide(exc, attempts, RETRY_POLICY, self._rng)
                 if decision.action is Action.HOLD_AUTH:
                     raise errors.AuthError(str(exc), status=exc.status) from exc
                 if decision.action is Action.REJECT:
                     raise GraphError(str(exc)) from exc
-                if decision.upstream_wait:
-                    self._throttle.pause(decision.upstream_wait)
+                if decision.reason == "rate_limited":
+                    self._throttle.rate_limited(decision.upstream_wait)
+                    self.rate_limited += 1
                 attempts += 1
                 if attempts > self._retries:
                     raise
                 self._clock.sleep(decision.delay)
+                continue
+            if throttled:
+                self._throttle.succeeded()
+            return answer
 
     def get(self, path_or_url: str, params: dict[str, str] | None = None) -> dict[str, Any]:
         """A Graph GET (a path under the endpoint, or a ``paging.next`` URL as it is)."""

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from daemon import logsetup
 from daemon.archive.job import RunBusy, RunResult
 from daemon.archive.meta import LIST_FIELDS, ImageMeta, parse_image, safe_id
 from daemon.archive.progress import Bar
@@ -84,6 +85,7 @@ def dispatch(args: argparse.Namespace) -> int | None:
     if args.command not in COMMANDS:
         return None
     cfg = load_config(args.config)
+    logsetup.configure(cfg.log.level, cfg.log.format)  # logs to stderr: stdout is for results
     try:
         if args.command == "backup":
             return _backup(cfg, args)
