@@ -59,6 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.process_bench import main as process_main
 
         return process_main(argv[1:])
+    if argv[:1] == ["archive"]:
+        from bench.archive import main as archive_main
+
+        return archive_main(argv[1:])
     if argv[:1] == ["video"]:
         from bench.video_bench import main as video_main
 

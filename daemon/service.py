@@ -200,7 +200,9 @@ class Service:
             for t in self._threads:
                 t.join(timeout=max(0.0, deadline - time.monotonic()))
             late = [t.name for t in self._threads if t.is_alive()]
-            released = q.release_owned(self.boot_id, self.now())
+            released = 0
+            with _suppress_full():  # a full state disk: the next start frees them anyway
+                released = q.release_owned(self.boot_id, self.now())
             q.close()
             log.info("stopped", unfinished_threads=late, leases_released=released)
 
