@@ -3,9 +3,10 @@
 Two facts save requests and time under faults, without trusting anything the server did not say:
 
 * After a POST that got an HTTP answer other than success or 412 (a 5xx, a 429, a busy session),
-  the server told us it did not take the body; the next attempt can send from the same offset
-  without asking for it first. If that was wrong, the server answers 412 and the offset is asked
-  for again (mapillary_tools asks every time: one request more per failure).
+  the server told us it did not take the body; and after an offset answer that could not be
+  used because the upstream was paused before the POST: the next attempt can send from that
+  offset without asking for it first. If that was wrong, the server answers 412 and the offset
+  is asked for again (mapillary_tools asks every time: one request more per failure).
 * The offset a session had at the last attempt: an attempt that finds it larger made progress,
   and its item's attempt count starts again (its backoff is short again).
 
@@ -46,6 +47,12 @@ class ResumeMemo:
                 self._known[key] = offset
             else:
                 self._known.pop(key, None)
+
+    def unsent(self, key: str, offset: int) -> None:
+        """The server said ``offset`` and nothing was sent since (the upstream was paused in
+        between): the next attempt can send from there without asking again."""
+        with self._lock:
+            self._known[key] = offset
 
     def finished(self, key: str) -> None:
         """The session is complete; forget it."""

@@ -436,12 +436,30 @@ class Uploader:
         """``service.upload``, its bytes sent reported to the status page's progress registry."""
         PROGRESS.begin(item.id, item.source_path, item.kind, size, offset)
         try:
-            handle = service.upload(key, source, offset, lambda pos: PROGRESS.advance(item.id, pos))
+            return self._post(
+                service, key, source, offset, lambda pos: PROGRESS.advance(item.id, pos)
+            )
+        finally:
+            PROGRESS.end(item.id)
+
+    def _post(
+        self,
+        service: UploadService,
+        key: str,
+        source: BinaryIO | bytes,
+        offset: int,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> str:
+        """``service.upload``, with what its outcome says about the session remembered (see
+        :mod:`daemon.resume`)."""
+        try:
+            handle = service.upload(key, source, offset, on_progress)
+        except UpstreamPaused:
+            self.upstream.sessions.unsent(key, offset)  # the server's offset still holds
+            raise
         except UploadError as exc:
             self.upstream.sessions.refused(key, offset, exc.status)
             raise
-        finally:
-            PROGRESS.end(item.id)
         self.upstream.sessions.finished(key)
         return handle
 
@@ -486,8 +504,10 @@ class Uploader:
             if handle is None:
                 manifest = manifest_bytes(self.queue.image_handles(seq.id))
                 key = session_key(hashlib.md5(manifest).hexdigest(), ".json")
-                offset = service.fetch_offset(key)
-                handle = service.upload(key, manifest, offset)
+                offset = self.upstream.sessions.known_offset(key)
+                if offset is None:
+                    offset = service.fetch_offset(key)
+                handle = self._post(service, key, manifest, offset)
                 self.queue.manifest_uploaded(seq.id, key, handle, self.now())
             cluster = graph.finish_upload(
                 handle, MANIFEST_FILE_TYPE, self.endpoints.organization_id
@@ -538,8 +558,9 @@ class Uploader:
                 self.queue, "auth_rejected", f"Mapillary rejected the token: {exc}", token
             )
         elif decision.action is Action.RETRY:
-            retry(self.now() + decision.delay, decision.reason, str(exc))
+            # Pause the others first: the row's durable write takes a while.
             self.upstream.pause(decision.upstream_wait, decision.reason)
+            retry(self.now() + decision.delay, decision.reason, str(exc))
             # Offline is one state, logged when it starts and ends, not once per file.
             quiet = self.upstream.offline and decision.reason == "network"
             (log.debug if quiet else log.info)(

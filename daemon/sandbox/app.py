@@ -179,7 +179,8 @@ class SandboxApp:
         self._username = username
         self._signer = HandleSigner(store.secret)
         self._finisher = Finisher(store, self._signer, clock)
-        self._clock = clock
+        #: The sandbox's time: handles, finish times, the ``Date`` header, fault windows.
+        self.clock = clock
         self._routes: dict[str, Callable[[Request, Body], Reply]] = {
             "GET /_sandbox/clusters": self._clusters,
             "GET /_sandbox/stats": self._stats,
@@ -348,7 +349,7 @@ class SandboxApp:
         if isinstance(current, FaultInjector):
             current.configure(spec)
         else:
-            self.faults = FaultInjector(spec, self._clock)
+            self.faults = FaultInjector(spec, self.clock)
         return json_reply(200, spec.as_json())
 
     def _session_bytes(self, request: Request, body: Body) -> Reply:

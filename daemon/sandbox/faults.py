@@ -8,8 +8,8 @@ match (``fnmatch`` patterns over route names such as ``"POST /upload/{session_ke
 
 * answer a **5xx** (``server_error``; optionally with ``Retry-After``);
 * answer **429** (``rate_limit``) with the wait in one of three forms, cycling through
-  ``retry_after_forms``: ``Retry-After: <seconds>``, ``Retry-After: <HTTP-date>`` (with a ``Date``
-  header), or the upload service's JSON ``backoff`` in milliseconds;
+  ``retry_after_forms``: ``Retry-After: <seconds>``, ``Retry-After: <HTTP-date>`` (to be read
+  against the answer's ``Date``), or the upload service's JSON ``backoff`` in milliseconds;
 * answer **401/403** (``auth``), as a revoked token would;
 * **cut the body** part-way (``cut``): the bytes before the cut are stored, then the connection
   is closed without an answer;
@@ -59,7 +59,7 @@ from daemon.sandbox.replies import Reply, auth_failed, graph_error, json_reply
 
 RETRY_AFTER_FORMS = ("seconds", "date", "backoff")
 SANDBOX_PREFIX = "/_sandbox/"
-_BODY_ROUTES = frozenset({"POST /upload/{session_key}", "POST /finish_upload"})
+_BODY_ROUTES = frozenset({"POST /upload/{session_key}"})  # the bodies a cut applies to
 _SESSION_ROUTES = frozenset({"GET /upload/{session_key}", "POST /upload/{session_key}"})
 
 
@@ -453,7 +453,11 @@ class _Counters:
 
 
 class FaultInjector:
-    """The sandbox's fault hook for a :class:`FaultSpec`; thread-safe, reconfigurable."""
+    """The sandbox's fault hook for a :class:`FaultSpec`; thread-safe, reconfigurable.
+
+    ``clock`` times the outage window and the Retry-After windows (monotonic) and dates the
+    HTTP-date form (wall); the bandwidth cap and slow answers take real time.
+    """
 
     def __init__(self, spec: FaultSpec | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self._clock = clock
@@ -468,7 +472,7 @@ class FaultInjector:
         """Apply ``spec`` from now on (the outage clock restarts; counts are kept)."""
         with self._lock:
             self.spec = spec
-            self._applied = time.monotonic()
+            self._applied = self._clock.monotonic()
             self._throttle = Throttle(spec.bandwidth)
             self._nth.clear()
 
@@ -479,7 +483,7 @@ class FaultInjector:
         self._local.plan = None
         if request.path.startswith(SANDBOX_PREFIX):
             return None
-        now = time.monotonic()
+        now = self._clock.monotonic()
         token = _token(request)
         with self._lock:
             spec = self.spec
@@ -671,9 +675,9 @@ def _rate_limited(form: str, seconds: float, clock: Clock) -> Reply:
     if form == "seconds":
         headers["Retry-After"] = str(math.ceil(seconds))
     elif form == "date":
-        # Both stamps are whole seconds; the +1 makes up for the second cut off "now".
+        # The server's Date header (same clock) and this are whole seconds; the +1 makes up
+        # for the second cut off "now".
         now = clock.now().replace(microsecond=0)
-        headers["Date"] = format_datetime(now, usegmt=True)
         when = now + timedelta(seconds=math.ceil(seconds) + 1)
         headers["Retry-After"] = format_datetime(when, usegmt=True)
     else:

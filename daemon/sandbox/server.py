@@ -48,6 +48,12 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.rfile = _CountingReader(self.rfile, self.server.app.stats.add_wire)  # type: ignore[assignment]
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The ``Date`` header, from the sandbox's clock (tests may set it anywhere)."""
+        if timestamp is None:
+            timestamp = self.server.app.clock.now().timestamp()
+        return super().date_time_string(timestamp)
+
     def do_GET(self) -> None:
         self._handle()
 

@@ -1,7 +1,7 @@
 """The uploader against the faulty sandbox (127.0.0.1), one step at a time.
 
-Time is a :class:`tests.conftest.ManualClock` for the uploader (pauses, retry times) while the
-sandbox keeps real time; the queue is a real SQLite file. Each test asks what the server saw.
+Time is a :class:`tests.conftest.ManualClock` for the uploader (pauses, retry times) and the
+sandbox's fault windows; the queue is a real SQLite file. Each test asks what the server saw.
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ POLICY = Policy(base=10.0, cap=60.0, max_retry_after=600.0)
 
 
 @pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
-    with Sandbox(tmp_path / "sandbox", TOKEN, faults=FaultInjector()) as sb:
+def sandbox(tmp_path: Path, clock: ManualClock) -> Iterator[Sandbox]:
+    """The sandbox on the test's clock (its Retry-After windows, its Date), as the uploader."""
+    hook = FaultInjector(clock=clock)
+    with Sandbox(tmp_path / "sandbox", TOKEN, faults=hook, clock=clock) as sb:
         yield sb
 
 

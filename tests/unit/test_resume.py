@@ -45,3 +45,10 @@ def test_finished_forgets_the_session() -> None:
     memo.finished("k")
     assert memo.known_offset("k") is None
     assert not memo.fetched("k", 6)
+
+
+def test_an_offset_not_used_because_of_a_pause_is_used_next_time() -> None:
+    memo = ResumeMemo()
+    memo.fetched("k", 700)
+    memo.unsent("k", 700)
+    assert memo.known_offset("k") == 700
