@@ -4,10 +4,12 @@
 PYTHON ?= python3
 VENV := .venv
 VENV_MT := .venv-mt
+# .venv-dl  mapillary-downloader 0.12, the peer of the archive bench (python -m bench archive)
+VENV_DL := .venv-dl
 BIN := $(VENV)/bin
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: all venv venv-mt demo test test-fast lint bench clean
+.PHONY: all venv venv-mt venv-dl demo test test-fast lint bench clean
 
 all: test
 
@@ -24,6 +26,13 @@ $(VENV_MT)/.stamp: requirements/mapillary_tools.lock.txt
 
 venv: $(VENV)/.stamp
 venv-mt: $(VENV_MT)/.stamp
+
+$(VENV_DL)/.stamp: requirements/mapillary_downloader.lock.txt
+	$(PYTHON) -m venv $(VENV_DL)
+	$(VENV_DL)/bin/pip install $(PIP_FLAGS) --require-hashes -r requirements/mapillary_downloader.lock.txt
+	touch $@
+
+venv-dl: $(VENV_DL)/.stamp
 
 ## demo: the daemon's main job against the built-in sandbox, on temporary directories
 demo: venv
@@ -44,10 +53,11 @@ lint: venv
 
 ## bench: mapillaryd against mapillary_tools: upload on the same sandbox, then the processing stage;
 ##        then peak RSS streaming a 4 GiB video upload (VIDEO_BENCH_ARGS="--size-gb 0.5" for less)
-bench: venv venv-mt
+bench: venv venv-mt venv-dl
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(BIN)/python -m bench process $(PROCESS_BENCH_ARGS)
 	$(BIN)/python -m bench video $(VIDEO_BENCH_ARGS)
+	$(BIN)/python -m bench archive $(ARCHIVE_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENV_MT) .mypy_cache .ruff_cache out
