@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import io
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
-from daemon.archive.client import ArchiveClient, UrlExpired
+from daemon.archive.client import ArchiveClient, GraphError, UrlExpired
 from daemon.archive.exif_restore import ZoneLookup, build_exif, gpano_xmp, restore
 from daemon.archive.files import DiskFullError, write_atomic
 from daemon.archive.layout import image_path
 from daemon.archive.meta import ImageMeta, thumb_field
-from daemon.errors import CorruptMediaError
+from daemon.clock import SYSTEM_CLOCK, Clock
+from daemon.errors import AuthError, CorruptMediaError, UploadError
 from daemon.media.jpeg import check_jpeg, frame_size
+
+#: A URL fetched in a batch is used only this soon after (real CDN URLs live for hours).
+URL_MAX_AGE_S = 60.0
+#: Ids per batch URL request (the Graph API takes at most 50 ``image_ids``).
+URL_BATCH = 50
 
 
 class ItemFailed(Exception):
@@ -87,6 +94,7 @@ class Downloader:
         fmt: str = "jpeg",
         webp_quality: int = 90,
         attempts: int = 3,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.client = client
         self.root = root
@@ -97,6 +105,41 @@ class Downloader:
         self.fmt = fmt
         self.webp_quality = webp_quality
         self.attempts = max(1, attempts)
+        self.clock = clock
+        self._urls: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def prefetch(self, metas: list[ImageMeta]) -> None:
+        """Fresh URLs for the next images in one request (``GET /images?image_ids=``), used if
+        their download starts within :data:`URL_MAX_AGE_S`. A failed batch is not an error:
+        each image then asks for its own URL."""
+        if not metas:
+            return
+        params = {"image_ids": ",".join(m.id for m in metas), "fields": self.field}
+        try:
+            found = self.client.search(params)
+        except (UploadError, GraphError) as exc:
+            if isinstance(exc, AuthError):
+                raise
+            return
+        now = self.clock.monotonic()
+        with self._lock:
+            for d in found:
+                url = d.get(self.field)
+                if isinstance(url, str) and url:
+                    self._urls[str(d.get("id"))] = (url, now)
+
+    def _url(self, meta: ImageMeta, *, fresh: bool) -> str:
+        with self._lock:
+            cached = self._urls.pop(meta.id, None)
+        if cached is not None and not fresh:
+            url, at = cached
+            if self.clock.monotonic() - at < URL_MAX_AGE_S:
+                return url
+        fetched = self.client.image(meta.id, [self.field]).get(self.field)
+        if not isinstance(fetched, str) or not fetched:
+            raise ItemFailed(f"image {meta.id}: the API gives no {self.field}")
+        return fetched
 
     def relative_path(self, meta: ImageMeta) -> str:
         return str(image_path(self.username, meta, "webp" if self.fmt == "webp" else "jpg"))
@@ -104,10 +147,8 @@ class Downloader:
     def fetch_checked(self, meta: ImageMeta) -> bytes:
         """The served JPEG, complete, from a URL fetched just now. Raise ItemFailed."""
         problem = "no attempt"
-        for _ in range(self.attempts):
-            url = self.client.image(meta.id, [self.field]).get(self.field)
-            if not isinstance(url, str) or not url:
-                raise ItemFailed(f"image {meta.id}: the API gives no {self.field}")
+        for attempt in range(self.attempts):
+            url = self._url(meta, fresh=attempt > 0)
             try:
                 data = self.client.fetch(url)
             except UrlExpired as exc:

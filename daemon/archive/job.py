@@ -33,7 +33,7 @@ import structlog
 from daemon import errors
 from daemon.archive import sidecar, tarball
 from daemon.archive.client import ArchiveClient, GraphError
-from daemon.archive.download import Downloader, ItemFailed, Saved
+from daemon.archive.download import URL_BATCH, Downloader, ItemFailed, Saved
 from daemon.archive.files import DiskFullError, sweep_partials, write_atomic
 from daemon.archive.index import ArchiveIndex
 from daemon.archive.layout import sequence_dir, sidecar_path, tar_path
@@ -249,11 +249,26 @@ class Job:
 
         with ThreadPoolExecutor(self.workers, thread_name_prefix="archive") as pool:
             pending: dict[Future[Saved | None], ImageMeta] = {}
-            queue = iter(metas)
-            for meta in queue:
-                pending[pool.submit(one, meta)] = meta
-                if len(pending) >= self.workers * 2:
-                    break
+            pos = prefetched = 0
+
+            def submit_more() -> None:
+                nonlocal pos, prefetched
+                while pos < len(metas) and len(pending) < self.workers * 2:
+                    if abort.is_set() or self.stop.is_set():
+                        return
+                    if pos >= prefetched:  # fresh URLs for the next batch, just before use
+                        batch = metas[pos : pos + URL_BATCH]
+                        try:
+                            downloader.prefetch(batch)
+                        except errors.AuthError as exc:
+                            fatal.append(exc)
+                            abort.set()
+                            return
+                        prefetched = pos + len(batch)
+                    pending[pool.submit(one, metas[pos])] = metas[pos]
+                    pos += 1
+
+            submit_more()
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
@@ -283,11 +298,7 @@ class Job:
                     result.bytes += saved.size
                     touched[sequence_dir(user, meta)] = None
                     self._emit("image", saved.size)
-                if not abort.is_set() and not self.stop.is_set():
-                    for meta in queue:
-                        pending[pool.submit(one, meta)] = meta
-                        if len(pending) >= self.workers * 2:
-                            break
+                submit_more()
         if fatal:
             raise fatal[0]
         self._finish_sequences(user, touched)

@@ -117,6 +117,7 @@ def open_job(
                 fmt=opts.fmt,
                 webp_quality=opts.webp_quality,
                 attempts=max(1, opts.retries),
+                clock=clock,
             )
 
         try:
