@@ -60,4 +60,4 @@ bench: venv venv-mt venv-dl
 	$(BIN)/python -m bench archive $(ARCHIVE_BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(VENV_MT) .mypy_cache .ruff_cache out
+	rm -rf $(VENV) $(VENV_MT) $(VENV_DL) .mypy_cache .ruff_cache out
