@@ -120,6 +120,7 @@ def build(path: Path, tracks: Sequence[Trk], movie_ts: int = 1000) -> Built:
     ftyp = box(b"ftyp", b"isom" + struct.pack(">I", 0x200) + b"isomiso2avc1mp41")
     start = len(ftyp) + 16
     chunks = max(-(-t.count // t.per_chunk) for t in tracks)
+    sizes = [t.sizes() for t in tracks]
     for c in range(chunks):
         for n, t in enumerate(tracks):
             first = c * t.per_chunk
@@ -127,7 +128,7 @@ def build(path: Path, tracks: Sequence[Trk], movie_ts: int = 1000) -> Built:
                 continue
             chunk_offsets[n].append(start + len(body))
             for i in range(first, min(first + t.per_chunk, t.count)):
-                data = content(n, i, t.sizes()[i])
+                data = content(n, i, sizes[n][i])
                 built.samples[n].append(data)
                 body += data
     duration = max(t.count * t.delta * movie_ts // t.timescale for t in tracks)
