@@ -17,6 +17,7 @@ duplicated.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -153,12 +154,15 @@ class Job:
         except DiskFullError as exc:
             result.result = "failed"
             result.reason = exc.strerror or str(exc)
+        except OSError as exc:
+            result.result = "failed"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                result.reason = f"disk full: {exc.strerror} ({exc.filename or self.root})"
+            else:
+                result.reason = f"archive folder: {exc}"
         except (errors.UploadError, GraphError) as exc:
             result.result = "failed"
             result.reason = f"Mapillary API: {exc}"
-        except OSError as exc:
-            result.result = "failed"
-            result.reason = f"archive folder: {exc}"
         except BaseException as exc:
             self.index.finish_run(run_id, self._now(), "failed", f"crashed: {exc!r}")
             raise
@@ -281,7 +285,7 @@ class Job:
                         self.index.mark_failed(meta.id, str(exc))
                         log.warning("archive_image_failed", image=meta.id, error=str(exc))
                         continue
-                    except (errors.AuthError, DiskFullError) as exc:
+                    except (errors.AuthError, OSError) as exc:  # token, disk full, folder
                         fatal.append(exc)
                         abort.set()
                         continue
