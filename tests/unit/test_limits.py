@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 import threading
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from daemon.throttle import Bandwidth, TokenBucket, piece_size
 from tests.conftest import ManualClock
 
 # 2026-11-16 is a Monday.
-MON = datetime(2026, 11, 16)
+MON = datetime(2026, 11, 16, tzinfo=UTC)
 
 
 def at(day: int, hh: int, mm: int = 0) -> datetime:
@@ -147,7 +147,7 @@ class WaitingClock(ManualClock):
 
 
 def test_bandwidth_waits_follow_the_timetable_in_force() -> None:
-    clock = WaitingClock(datetime(2026, 11, 16, 6, 59, 50))  # naive: the local zone
+    clock = WaitingClock(datetime(2026, 11, 16, 6, 59, 50, tzinfo=UTC))
     waited: list[float] = []
 
     class Stop(threading.Event):
@@ -157,7 +157,7 @@ def test_bandwidth_waits_follow_the_timetable_in_force() -> None:
             clock.advance(timeout)
             return False
 
-    bw = Bandwidth(clock, Timetable.parse("07:00,100K 19:00,off"), stop=Stop())
+    bw = Bandwidth(clock, Timetable.parse("07:00,100K 19:00,off"), zone=UTC, stop=Stop())
     for _ in range(40):  # 40 × 64 KiB, unlimited until 07:00, then 100 KiB/s
         bw.take(64 * 1024)
     assert waited == []  # still before 07:00: "off" from the evening before
