@@ -110,6 +110,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if handled is not None:
         return handled
     if args.command == "run":
+        signal.signal(signal.SIGTERM, _stopped_while_starting)
         return cmd_run(load_config(args.config))
     if args.command == "status":
         return cmd_status(load_config(args.config), as_json=args.json)
@@ -140,6 +141,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_demo(frames=args.frames, keep=args.keep, timeout=args.timeout)
     raise AssertionError(args.command)
+
+
+def _stopped_while_starting(_signum: int, _frame: object) -> None:
+    """SIGTERM before the daemon runs (config, imports): nothing was started, exit 0."""
+    raise SystemExit(0)
 
 
 def cmd_run(cfg: Config) -> int:
