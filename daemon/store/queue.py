@@ -9,7 +9,13 @@ sequence) → ``uploading`` (claimed by a worker of this boot) → ``uploaded`` 
 ``done`` (its sequence has a cluster id). Side exits, each with ``reason`` + ``detail``:
 ``rejected`` (processing said no), ``quarantined`` (broken container), ``held`` (not supported
 yet, kept for a later version), ``failed`` (the server refused it for good). A queued item may
-carry ``next_attempt_at`` and a ``reason`` saying why it waits.
+carry ``next_attempt_at`` and a ``reason`` saying why it waits. ``source_missing``: its file
+vanished before upload (card pulled); it waits for the volume it was found on
+(``wait_volume``) and is queued again when that volume and the file are back.
+
+Each occurrence records the volume (card identity, :mod:`daemon.volumes`) it was found on;
+the ``freed`` table records every card file freed (or deliberately kept) after its content was
+done (:mod:`daemon.freeing`).
 
 Sequence life: ``uploading`` (images in flight) → ``finishing`` (every image settled; the
 manifest and ``finish_upload`` remain) → ``done`` (cluster id) or ``failed``.
