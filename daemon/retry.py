@@ -6,6 +6,8 @@ Policy (mapillary_tools' classification, with what a daemon adds):
 * Connection failures, timeouts, cut bodies, 5xx, 429 and ``RequestRateLimitedError`` → **retry**
   after a full-jitter exponential backoff (``uniform(0, min(cap, base·2^attempts))``), never
   sooner than a ``Retry-After``/``backoff`` the server gave (clamped to ``max_retry_after``).
+  An exchange that broke under way (not a failure to connect) is retried at once the first time
+  (``attempts`` 0; it is 0 again after progress), then backs off.
 * 412 with ``retriable`` (the server's offset moved) → **retry at once**: the next attempt asks
   for the offset again. After a few in a row it backs off like any other failure.
 * Another 4xx → retry only if the server said ``retriable: true``; else **reject** the item.
@@ -73,6 +75,10 @@ def decide(error: UploadError, attempts: int, policy: Policy, rng: random.Random
         return Decision(Action.HOLD_AUTH, 0.0, "auth_rejected")
     server_wait = min(error.retry_after or 0.0, policy.max_retry_after)
     if isinstance(error, TransportError):
+        if attempts == 0 and not error.unreachable:
+            # The first break of an exchange that was under way (a cut body, a lost answer):
+            # once at once — the server keeps what it got, and a glitch is the common case.
+            return Decision(Action.RETRY, 0.0, "network")
         return Decision(Action.RETRY, backoff(attempts, policy, rng), "network")
     if isinstance(error, ProtocolError):
         return Decision(Action.RETRY, backoff(attempts, policy, rng), "bad_response")

@@ -18,9 +18,11 @@ the token is never part of them. Exceptions raised while producing a request bod
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -65,6 +67,7 @@ class JsonHttp:
         self._gate = gate
         self._client = httpx.Client(
             headers={"Authorization": f"OAuth {token}", "User-Agent": USER_AGENT},
+            verify=_tls_context(),
             timeout=httpx.Timeout(timeout),
             transport=transport,
             follow_redirects=False,
@@ -140,6 +143,13 @@ class JsonHttp:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._token, "<token>") if self._token else text
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context (certifi's CAs, as httpx's default) for every client of this process:
+    loading the CAs takes tens of ms of CPU, once per client otherwise."""
+    return httpx.create_ssl_context()
 
 
 def retry_after(response: httpx.Response, payload: dict[str, Any], clock: Clock) -> float | None:

@@ -264,14 +264,15 @@ def replace_exif_segment(data: bytes, exif_payload: bytes, *, name: str = "JPEG"
     segment = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
     segments = _header_segments(data, name)
     old = _exif_segment(segments, data)
+    view = memoryview(data)  # one copy of a multi-MB frame, not three
     if old is not None:
-        return data[: old.start] + segment + data[old.end :]
+        return b"".join((view[: old.start], segment, view[old.end :]))
     at = 2
     for seg in segments:
         if seg.marker != _APP0:
             break
         at = seg.end
-    return data[:at] + segment + data[at:]
+    return b"".join((view[:at], segment, view[at:]))
 
 
 def non_exif_bytes(data: bytes, name: str = "JPEG") -> bytes:

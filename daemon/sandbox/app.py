@@ -102,6 +102,7 @@ class Stats:
         self._requests: dict[str, int] = {}
         self._bytes = 0
         self._wire = 0
+        self._unread = 0
 
     def count(self, route: str) -> None:
         with self._lock:
@@ -116,12 +117,18 @@ class Stats:
         with self._lock:
             self._wire += n
 
+    def add_unread(self, n: int) -> None:
+        """Count ``n`` bytes that had arrived when a connection was dropped, never read."""
+        with self._lock:
+            self._unread += n
+
     def snapshot(self) -> dict[str, object]:
         with self._lock:
             return {
                 "requests": dict(self._requests),
                 "bytes_received": self._bytes,
                 "wire_bytes_received": self._wire,
+                "wire_bytes_unread": self._unread,
             }
 
 

@@ -75,6 +75,7 @@ class _Handler(BaseHTTPRequestHandler):
             reply = self.server.app.handle(request, body)
         except Disconnect:
             self.close_connection = True
+            self._count_arrived()
             return
         except Exception:
             LOG.exception("sandbox route %s failed", route)
@@ -82,6 +83,17 @@ class _Handler(BaseHTTPRequestHandler):
         if not body.drain(DRAIN_LIMIT):
             self.close_connection = True
         self._send(reply)
+
+    def _count_arrived(self) -> None:
+        """Before hanging up, count (and drop) what already arrived in the socket's buffer but
+        was never read: the part of a cut body in flight (``wire_bytes_unread``)."""
+        sock = self.connection
+        try:
+            sock.setblocking(False)
+            while data := sock.recv(1 << 18):
+                self.server.app.stats.add_unread(len(data))
+        except OSError:  # nothing more has arrived (EAGAIN), or the client is gone
+            return
 
     def _send(self, reply: Reply) -> None:
         if self.request_version == "HTTP/0.9":  # or unparsable: answer with HTTP/1.1 framing

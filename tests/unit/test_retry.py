@@ -14,7 +14,8 @@ POLICY = Policy(base=2.0, cap=60.0, max_retry_after=300.0)
 CASES = [
     # (error, attempts, action, min delay, max delay, upstream wait, reason)
     (AuthError("401", status=401), 0, Action.HOLD_AUTH, 0, 0, 0, "auth_rejected"),
-    (TransportError("reset"), 0, Action.RETRY, 0, 2, 0, "network"),
+    (TransportError("reset"), 0, Action.RETRY, 0, 0, 0, "network"),  # broke under way: at once
+    (TransportError("refused", unreachable=True), 0, Action.RETRY, 0, 2, 0, "network"),
     (TransportError("reset"), 3, Action.RETRY, 0, 16, 0, "network"),
     (TransportError("reset"), 30, Action.RETRY, 0, 60, 0, "network"),
     (ProtocolError("no h"), 1, Action.RETRY, 0, 4, 0, "bad_response"),
@@ -98,7 +99,8 @@ MORE_CASES = [
     (UploadError("409", status=409, retriable=True), 1, Action.RETRY, 0, 4, 0),
     # a 403 from the upload service's envelope is a token problem, not the item's
     (AuthError("403", status=403, error_type="NotAuthorizedError"), 3, Action.HOLD_AUTH, 0, 0, 0),
-    # a cut body or lost response: the network's fault, backoff, no pause of everything
+    # a cut body or lost response: the network's fault, once at once, then backoff, no pause
+    (TransportError("cut"), 0, Action.RETRY, 0, 0, 0),
     (TransportError("cut"), 1, Action.RETRY, 0, 4, 0),
 ]
 
@@ -116,8 +118,12 @@ def test_more_decisions(
 
 def test_attempts_reset_on_progress_means_a_short_wait_again() -> None:
     """The caller passes attempts=0 after an advanced offset: the ceiling is ``base`` again."""
-    late = [decide(TransportError("cut"), 8, POLICY, random.Random(s)).delay for s in range(200)]
-    reset = [decide(TransportError("cut"), 0, POLICY, random.Random(s)).delay for s in range(200)]
+    late = [
+        decide(UploadError("5", status=503), 8, POLICY, random.Random(s)).delay for s in range(200)
+    ]
+    reset = [
+        decide(UploadError("5", status=503), 0, POLICY, random.Random(s)).delay for s in range(200)
+    ]
     assert max(reset) <= POLICY.base < max(late)
 
 
