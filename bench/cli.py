@@ -1,7 +1,9 @@
 """``python -m bench``: both contenders, the same drive, the table; exit 1 if either is wrong.
 
 ``python -m bench process …`` runs the processing-stage bench instead (:mod:`bench.process_bench`),
-``python -m bench video …`` the video-upload memory bench (:mod:`bench.video_bench`).
+``python -m bench video …`` the video-upload memory bench (:mod:`bench.video_bench`),
+``python -m bench wire …`` bytes on the wire, CPU/GB and throughput with cut bodies
+(:mod:`bench.wire`).
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.archive import main as archive_main
 
         return archive_main(argv[1:])
+    if argv[:1] == ["wire"]:
+        from bench.wire import main as wire_main
+
+        return wire_main(argv[1:])
     if argv[:1] == ["video"]:
         from bench.video_bench import main as video_main
 

@@ -14,6 +14,7 @@ import json
 import re
 import sys
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,9 +45,11 @@ class Stats:
 class SandboxProcess:
     """The sandbox on a free port of 127.0.0.1, keeping its state in ``data``."""
 
-    def __init__(self, data: Path, env: dict[str, str]) -> None:
+    def __init__(self, data: Path, env: dict[str, str], faults: str | None = None) -> None:
+        """``faults``: a fault spec (JSON/TOML text or file) for ``--faults``, or None."""
         data.mkdir(parents=True, exist_ok=True)
         self.data = data
+        self.faults = faults
         self.module = "daemon.sandbox"
         self.log = data.parent / f"{data.name}.log"
         self._env = env
@@ -66,6 +69,8 @@ class SandboxProcess:
         """Start the server and wait until it says where it listens."""
         argv = [sys.executable, "-m", self.module, "--port", "0", "--host", "127.0.0.1"]
         argv += ["--data", str(self.data), "--token", TOKEN]
+        if self.faults is not None:
+            argv += ["--faults", self.faults]
         self._child = Child(argv, env=self._env, log=self.log)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -93,11 +98,23 @@ class SandboxProcess:
 
     def stats(self) -> Stats:
         """Requests per route and bytes received since the server started."""
-        raw = self._get("/_sandbox/stats")
+        raw = self.raw_stats()
         requests = {
             route: int(n) for route, n in raw["requests"].items() if "/_sandbox/" not in route
         }
         return Stats(requests, int(raw["bytes_received"]))
+
+    def raw_stats(self) -> dict[str, Any]:
+        """``GET /_sandbox/stats`` as it is (wire bytes, fault counts with a fault spec)."""
+        raw: dict[str, Any] = self._get("/_sandbox/stats")
+        return raw
+
+    def session_bytes(self, key: str) -> bytes:
+        """What the sandbox holds for upload session ``key``."""
+        quoted = urllib.parse.quote(key, safe="")
+        with _DIRECT.open(f"{self.url}/_sandbox/sessions/{quoted}", timeout=HTTP_TIMEOUT_S) as r:
+            data: bytes = r.read()
+        return data
 
     def clusters(self) -> list[dict[str, Any]]:
         """Every finished cluster, in creation order."""
