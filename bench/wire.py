@@ -10,9 +10,10 @@ separate process on 127.0.0.1, the same seeded spec: ``cut`` of the upload POSTs
   to exit; CPU from ``wait4``.
 * **curl** — the very bytes mapillaryd uploaded (read back from its sandbox), one raw
   ``POST /upload/<key>`` each (``Offset: 0``, Content-Length, no ``Expect``, a connection each),
-  4 in parallel in one ``curl --parallel`` process; a cut transfer is resumed the way the protocol allows (a
-  ``GET`` of the offset, a ``POST`` of the rest, again with curl) until every upload answered
-  200. Timed from the first curl's start to the last one's end; CPU is every curl process's.
+  4 in parallel in one ``curl --parallel`` process; a cut transfer is resumed the way the
+  protocol allows (a ``GET`` of the offset, a ``POST`` of the rest, again with curl) until every
+  upload answered 200. Timed from the first curl's start to the last one's end; CPU is every
+  curl process's.
 
 Figures, per contender: **wire ÷ payload** — every byte the sandbox read from the client's
 sockets (request lines, headers, chunk framing, bodies) over the bytes the finished sessions
