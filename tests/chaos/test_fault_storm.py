@@ -96,9 +96,11 @@ def run_drive(tmp: Path, drive: Path, spec: FaultSpec) -> dict[str, Any]:
             wall = time.monotonic() - started
             status = daemon.status()
         finally:
-            assert daemon.stop() == 0
-        stats = sandbox.app.stats.snapshot()
-        requests = {r: n for r, n in stats["requests"].items() if "/_sandbox/" not in r}  # type: ignore[union-attr]
+            code = daemon.stop()
+        assert code == 0, f"mapillaryd exited with {code} on SIGTERM"
+        counted = sandbox.app.stats.snapshot()["requests"]
+        assert isinstance(counted, dict)
+        requests = {r: n for r, n in counted.items() if "/_sandbox/" not in r}
         return {
             "clusters": sandbox.clusters(),
             "requests": requests,
