@@ -2,7 +2,9 @@
 
 ``GET {endpoint}/{session_key}`` → ``{"offset": n}``: how many bytes the service holds.
 ``POST {endpoint}/{session_key}`` with ``Offset: n`` and ``X-Entity-Name: <session_key>``, the
-body being the source from ``n`` to its end sent as one chunked stream → ``{"h": handle}``.
+body being the source from ``n`` to its end in one request → ``{"h": handle}``: a file as one
+chunked stream (as mapillary_tools 0.14.7 sends it), bytes in memory with their
+``Content-Length`` (as older mapillary_tools sent its pieces; the service takes both).
 Failures are raised as :mod:`daemon.errors` (see :mod:`daemon.mapillary.http`); retrying is the
 caller's business.
 """
@@ -91,13 +93,14 @@ class UploadService:
         offset: int,
         on_progress: Callable[[int], None] | None = None,
     ) -> str:
-        """Send ``source[offset:]`` as one chunked POST and return the file handle.
+        """Send ``source[offset:]`` as one POST and return the file handle.
 
         ``offset`` must be what :meth:`fetch_offset` said (else the service answers 412,
-        raised as a retriable ``UploadError``). ``source`` (bytes or a seekable binary file,
-        left open) is read from ``offset`` in pieces of
-        ``chunk_size``; ``on_progress`` gets the absolute offset reached after each piece has
-        been handed to the connection. Sending nothing (``offset`` at the end) returns the handle
+        raised as a retriable ``UploadError``). ``source`` is a seekable binary file (left
+        open), read from ``offset`` in pieces of ``chunk_size`` and sent chunked, or bytes, sent
+        with their length in one piece (in pieces when a ``pace`` limits the rate);
+        ``on_progress`` gets the absolute offset reached after each piece has been handed to
+        the connection. Sending nothing (``offset`` at the end) returns the handle
         of a session that already holds everything. The read timeout is
         ``max(timeout, remaining bytes / 50 KiB/s)``.
         """
@@ -105,10 +108,14 @@ class UploadService:
         if not 0 <= offset <= size:
             raise ValueError(f"offset {offset} outside the source's {size} bytes")
         read_timeout = max(self._timeout, (size - offset) / MIN_UPLOAD_SPEED)
+        headers = {"Offset": str(offset), "X-Entity-Name": session_key}
+        if isinstance(source, bytes):
+            # No chunk framing for httpx to copy the body into: ~40 % less CPU per image.
+            headers["Content-Length"] = str(size - offset)
         reply = self._http.call(
             "POST",
             self._url(session_key),
-            headers={"Offset": str(offset), "X-Entity-Name": session_key},
+            headers=headers,
             content=self._pieces(source, offset, on_progress),
             timeout=httpx.Timeout(self._timeout, read=read_timeout),
         )
@@ -123,6 +130,13 @@ class UploadService:
         offset: int,
         on_progress: Callable[[int], None] | None,
     ) -> Iterator[bytes | memoryview]:
+        pace = self._pace
+        if isinstance(source, bytes) and pace is None:
+            if offset < len(source):
+                yield source if offset == 0 else memoryview(source)[offset:]
+                if on_progress is not None:
+                    on_progress(len(source))
+            return
         stream: BinaryIO | _View
         if isinstance(source, bytes):
             stream = _View(source, offset)  # views of bytes in memory, not copies (CPU per GB)
@@ -130,7 +144,6 @@ class UploadService:
             stream = source
             stream.seek(offset)
         position = offset
-        pace = self._pace
         while piece := stream.read(pace.piece(self._chunk_size) if pace else self._chunk_size):
             if pace is not None:
                 pace.take(len(piece))

@@ -84,12 +84,17 @@ def test_upload_streams_everything_and_reports_progress(
     key = session_key(hashlib.md5(data).hexdigest(), ".jpg")
     seen: list[int] = []
 
-    handle = uploads.upload(key, data, 0, seen.append)
+    handle = uploads.upload(key, io.BytesIO(data), 0, seen.append)  # a file: piece by piece
 
     assert seen == [10_000, 20_000, 25_000]
     assert uploads.fetch_offset(key) == 25_000
     assert stored(sandbox, key) == data
     assert handle.startswith("3:") and uploads.upload(key, data, 25_000) == handle
+    again = data[::-1]
+    key = session_key(hashlib.md5(again).hexdigest(), ".jpg")
+    seen.clear()
+    uploads.upload(key, again, 0, seen.append)  # bytes: one piece
+    assert seen == [25_000] and stored(sandbox, key) == again
 
 
 class ClientCrash(Exception):
@@ -461,6 +466,20 @@ def test_headers_sent(stub: Stub) -> None:
     assert headers["User-Agent"] == f"mapillaryd/{__version__}"
     assert headers["Offset"] == "2" and headers["X-Entity-Name"] == "k.jpg"
     assert headers["Transfer-Encoding"] == "chunked"
+
+
+def test_bytes_in_memory_go_with_their_length(stub: Stub) -> None:
+    stub.canned = Canned(200, b'{"h": "handle"}')
+    progress: list[int] = []
+    with UploadService(stub.url, TOKEN) as uploads:
+        uploads.upload("k.jpg", b"abcdef", 2, progress.append)
+        uploads.upload("k.jpg", b"abcdef", 6, progress.append)  # nothing left: an empty body
+
+    first, empty = stub.requests
+    assert (first["Offset"], first["Content-Length"]) == ("2", "4")
+    assert "Transfer-Encoding" not in first
+    assert (empty["Offset"], empty["Content-Length"]) == ("6", "0")
+    assert progress == [6]
 
 
 # --- no usable response --------------------------------------------------------------------------
