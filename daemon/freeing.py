@@ -113,27 +113,32 @@ class CardFreer:
     ) -> int:
         """One pass over ``root``: free what may go (``mode`` "delete" or "move"); return how
         many files left the card. ``volumes_now`` is what :mod:`daemon.volumes` says is at
-        ``root``; it is checked again right before each file is touched."""
+        ``root`` (files recorded on another volume are skipped); it is looked at again after
+        every look at a file, and before each file is touched."""
         freed = 0
         for c in self.queue.freeable(str(root), limit):
             if stop is not None and stop.is_set():
                 break
             if c.volume not in volumes_now:
                 continue
-            if self._one(root, mode, c, volumes_now):
+            if self._one(root, mode, c):
                 freed += 1
         return freed
 
-    def _one(self, root: Path, mode: str, c: FreeCandidate, volumes_now: Collection[str]) -> bool:
+    def _one(self, root: Path, mode: str, c: FreeCandidate) -> bool:
+        # Each look at the file is followed by a look at the volume: a file "gone" or
+        # "changed" only because the card was pulled (or swapped) meanwhile then reads as
+        # "another volume", never as a verdict about the file.
         sha = None
-        if decide(c, volumes_now, stat_file(c.path), None).verdict is Verdict.FREE:
+        st = stat_file(c.path)
+        if decide(c, identities(root), st, None).verdict is Verdict.FREE:
             try:
                 sha = hash_in_place(c.path).sha256
             except SourceChanged as exc:  # pulled or written to while hashing: next pass
                 log.info("free_deferred", path=c.path, why=str(exc))
                 return False
-            volumes_now = identities(root)  # the card may have been swapped while hashing
-        d = decide(c, volumes_now, stat_file(c.path), sha)
+        st = stat_file(c.path)
+        d = decide(c, identities(root), st, sha)
         if d.verdict is Verdict.WAIT:
             return False
         if d.verdict in (Verdict.KEEP, Verdict.GONE):

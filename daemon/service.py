@@ -65,6 +65,7 @@ STOP_DEADLINE_SECONDS = 20.0
 #: How often a held ingest looks at the disks again, and the freer at the cards.
 DISK_RECHECK_SECONDS = 2.0
 FREE_INTERVAL_SECONDS = 2.0
+CUT_RETRY_SECONDS = 5.0
 
 
 @dataclass
@@ -125,6 +126,8 @@ class Service:
         self._jumps = JumpDetector()
         self._ingest_held = False
         self._state_full = False
+        #: Batches whose cut failed on a missing file: the monotonic time to try again.
+        self._cut_retry: dict[int, float] = {}
 
     def open_queue(self) -> Queue:
         return Queue.open(self.cfg.state.database)
@@ -304,11 +307,18 @@ class Service:
         ]
         q.close_quiet_batches(self.now(), self.cfg.process.batch_quiet_seconds, busy)
         for batch_id in q.batches_to_cut():
+            if self._cut_retry.get(batch_id, 0.0) > mono:
+                continue
             try:
                 cut_batch(q, batch_id, self.cfg, self.now())
                 self.wake.set()
+                self._cut_retry.pop(batch_id, None)
             except DiskFull:
                 raise
+            except OSError as exc:  # a file read in place (video, track) is on a pulled card
+                if batch_id not in self._cut_retry:
+                    log.warning("batch_waits_for_files", batch=batch_id, error=str(exc))
+                self._cut_retry[batch_id] = mono + CUT_RETRY_SECONDS
             except Exception:
                 log.exception("batch_cut_failed", batch=batch_id)
 

@@ -195,3 +195,47 @@ def _check(
     for path, sha in freed:
         assert os.path.basename(path) in uploaded or path.lower().endswith(".mp4"), path
         assert len(sha) == 64
+
+
+def test_a_card_pulled_before_its_batch_is_cut_makes_the_batch_wait_quietly(
+    tmp_path: Path,
+) -> None:
+    """A video is read in place: when its card is pulled between ingest and the batch cut, the
+    cut waits for the card (one log line, no traceback storm) and runs once it is back."""
+    if not VIDEO.is_file():
+        pytest.skip(f"the shared corpus video is not at {VIDEO}")
+    flash, card = tmp_path / "flash", tmp_path / "media" / "CARD"
+    with mounted_tmpfs(flash, "16m"):
+        (flash / "DCIM" / "100GOPRO").mkdir(parents=True)
+        shutil.copy(VIDEO, flash / "DCIM" / "100GOPRO" / "GOPR0001.MP4")
+        card.mkdir(parents=True)
+        cfg = write_config(
+            tmp_path, [{"path": str(card), "ingest": "in_place"}], process="batch_quiet_seconds = 4"
+        )
+        cfg.write_text(cfg.read_text().replace("batch_quiet_seconds = 2\n", "", 1))
+        db = tmp_path / "state" / "queue.sqlite3"
+        try:
+            with Sandbox(tmp_path / "sandbox", TOKEN) as sandbox:
+                daemon = Daemon(cfg, daemon_env(sandbox), tmp_path / "daemon.log")
+                daemon.start()
+                try:
+                    bind(flash, card)
+                    wait_until(lambda: queue_counts(db) == {"ingested": 1}, 60, "the video in")
+                    unmount(card)
+                    log = tmp_path / "daemon.log"
+                    wait_until(
+                        lambda: '"batch_waits_for_files"' in log.read_text(), 30, "the cut to wait"
+                    )
+                    time.sleep(3)
+                    assert queue_counts(db) == {"ingested": 1}
+                    bind(flash, card)
+                    wait_until(lambda: queue_counts(db) == {"done": 1}, 90, "the video done")
+                    assert len(video_clusters(sandbox)) == 1
+                finally:
+                    assert daemon.stop() == 0
+        finally:
+            while is_mounted(card):
+                unmount(card)
+    text = (tmp_path / "daemon.log").read_text()
+    assert text.count('"batch_waits_for_files"') == 1
+    assert "Traceback" not in text and "batch_cut_failed" not in text

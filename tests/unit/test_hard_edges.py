@@ -223,3 +223,34 @@ def test_shift_and_clamp_move_only_scheduled_deadlines(tmp_path: Path) -> None:
     got = dict(q.conn.execute("SELECT id, next_attempt_at FROM items").fetchall())
     assert got == {a: 400, b: 1000.0}
     q.close()
+
+
+def test_a_file_missing_because_its_card_was_pulled_is_not_recorded_as_gone(
+    tmp_path: Path,
+) -> None:
+    """The freer's view of the volume is taken again after each look at a file: a card pulled
+    during a pass (here: its folder renamed away) is "another volume", not "file removed"."""
+    card = tmp_path / "card"
+    card.mkdir()
+    p = card / "IMG_1.jpg"
+    p.write_bytes(b"content")
+    st = p.stat()
+    q = Queue.open(tmp_path / "q.sqlite3")
+    sha = hashlib.sha256(b"content").hexdigest()
+    vol = volumes.ensure_marker(card)
+    f = NewFile(
+        str(card), str(p), st.st_size, st.st_mtime_ns, sha, "image", str(p), f"marker:{vol}"
+    )
+    item = q.record_file(f, META, 0.0)[0].id
+    q.conn.execute("UPDATE items SET state = 'done' WHERE id = ?", (item,))
+    seen_before_the_pull = volumes.identities(card)
+    card.rename(tmp_path / "elsewhere")  # pulled after the pass looked at the volume
+    card.mkdir()  # the empty mount point left behind
+    freer = CardFreer(q, ManualClock())
+    assert freer.free_under(card, "delete", seen_before_the_pull) == 0
+    assert q.freed_counts() == {}
+    (card).rmdir()
+    (tmp_path / "elsewhere").rename(card)  # back
+    assert freer.free_under(card, "delete", volumes.identities(card)) == 1
+    assert not p.exists()
+    q.close()
