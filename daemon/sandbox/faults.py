@@ -388,8 +388,10 @@ def cut_body(pieces: Iterator[bytes], at: int | None, fraction: float) -> Iterat
             passed += len(held)
         held = piece
     if held is not None:
-        limit = len(held) if at is None else min(len(held), max(0, at - passed))
-        yield held[: min(limit, int(len(held) * fraction))]
+        inside = at is not None and at - passed < len(held)
+        yield (
+            held[: at - passed] if inside and at is not None else held[: int(len(held) * fraction)]
+        )
     raise BodyCut("fault injection: body cut")
 
 

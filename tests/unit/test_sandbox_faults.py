@@ -160,6 +160,7 @@ def _collect(pieces: list[bytes], at: int | None, fraction: float) -> tuple[byte
         (100, 0.5, b"abcdefghijklmnopqrst" + b"uvw"),  # beyond the end: inside the last piece
         (None, 0.9, b"abcdefghijklmnopqrst" + b"uvwxyz"[:5]),
         (21, 0.9, b"abcdefghijklmnopqrst" + b"u"),
+        (24, 0.1, b"abcdefghijklmnopqrst" + b"uvwx"),  # a known cut point wins
     ],
 )
 def test_cut_body_always_cuts_before_the_end(
