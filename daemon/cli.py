@@ -150,8 +150,10 @@ def _stopped_while_starting(_signum: int, _frame: object) -> None:
 
 def cmd_run(cfg: Config) -> int:
     """Run the daemon until SIGTERM or SIGINT."""
+    from daemon import alloc
     from daemon.service import Service
 
+    alloc.tune_for_large_buffers()  # photo after photo in the same memory (daemon/alloc.py)
     logsetup.configure(cfg.log.level, cfg.log.format)
     if not cfg.watches:
         log.warning("no_watch_folders", config=cfg.source, hint="add [[watch]] path = ... entries")
