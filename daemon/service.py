@@ -24,6 +24,7 @@ deadlines with it (:mod:`daemon.walljump`); a state dir on tmpfs is refused unle
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import queue as queue_mod
@@ -310,6 +311,7 @@ class Service:
             if self._cut_retry.get(batch_id, 0.0) > mono:
                 continue
             try:
+                self._check_batch_files(q, batch_id)
                 cut_batch(q, batch_id, self.cfg, self.now())
                 self.wake.set()
                 self._cut_retry.pop(batch_id, None)
@@ -321,6 +323,13 @@ class Service:
                 self._cut_retry[batch_id] = mono + CUT_RETRY_SECONDS
             except Exception:
                 log.exception("batch_cut_failed", batch=batch_id)
+
+    def _check_batch_files(self, q: Queue, batch_id: int) -> None:
+        """Raise FileNotFoundError if a file of the batch read in place is gone (its card was
+        pulled): processing it now would refuse it as unreadable; it waits for the card."""
+        for path in q.batch_data_paths(batch_id):
+            if not spool.is_in_spool(self.cfg.state.spool_dir, path) and not os.path.exists(path):
+                raise FileNotFoundError(errno.ENOENT, "read in place and gone", path)
 
     def follow_wall_clock(self, q: Queue) -> float | None:
         """Compare the wall clock with the monotonic one; after a jump, move the queue's

@@ -320,6 +320,14 @@ class Queue:
                 if row["watch"] not in busy_set and now - last >= quiet_seconds:
                     c.execute("UPDATE batches SET closed_at = ? WHERE id = ?", (now, row["id"]))
 
+    def batch_data_paths(self, batch_id: int) -> list[str]:
+        """Where the bytes of the batch's items still to be processed are."""
+        rows = self.conn.execute(
+            "SELECT data_path FROM items WHERE batch_id = ? AND state = ?",
+            (batch_id, ItemState.INGESTED),
+        ).fetchall()
+        return [r["data_path"] for r in rows]
+
     def batches_to_cut(self) -> list[int]:
         """Closed batches that still hold ingested items (also after a crash mid-cut)."""
         rows = self.conn.execute(
