@@ -35,6 +35,7 @@ from daemon import synth
 from daemon.sandbox import Sandbox
 from tests.chaos._support import (
     bind,
+    get_json,
     is_mounted,
     mounted_tmpfs,
     query,
@@ -239,3 +240,83 @@ def test_a_card_pulled_before_its_batch_is_cut_makes_the_batch_wait_quietly(
     text = (tmp_path / "daemon.log").read_text()
     assert text.count('"batch_waits_for_files"') == 1
     assert "Traceback" not in text and "batch_cut_failed" not in text
+
+
+def test_another_card_in_the_same_slot_is_never_taken_for_the_pulled_one(tmp_path: Path) -> None:
+    """Dashcams reuse file names on every card. Card A (read in place, freed by deleting) is
+    pulled while its images wait to be uploaded; card X, whose files have the *same names* but
+    other pictures, goes into the same slot. A's items keep waiting for A (none is uploaded
+    from X's bytes, none refused), X's files become items of their own and are freed only once
+    their own upload is confirmed. When A is back, its items finish and A is freed."""
+    flash_a, flash_x = tmp_path / "flashA", tmp_path / "flashX"
+    card = tmp_path / "media" / "CARD"
+    with mounted_tmpfs(flash_a, "16m"), mounted_tmpfs(flash_x, "16m"):
+        frames_a = synth.write_drive(flash_a / "DCIM", 12, seed=71)
+        later = datetime(2026, 6, 2, 9, 0, tzinfo=UTC)
+        frames_x = synth.write_drive(flash_x / "DCIM", 12, seed=72, start=later)
+        assert [f.path.name for f in frames_a] == [f.path.name for f in frames_x]
+        card.mkdir(parents=True)
+        cfg = write_config(
+            tmp_path,
+            [{"path": str(card), "ingest": "in_place", "free_card": "delete"}],
+            upload="max_parallel_uploads = 1",
+        )
+        db = tmp_path / "state" / "queue.sqlite3"
+        hook = SlowUploads(0.4)
+        try:
+            with Sandbox(tmp_path / "sandbox", TOKEN, faults=hook) as sandbox:
+                daemon = Daemon(cfg, daemon_env(sandbox), tmp_path / "daemon.log")
+                daemon.start()
+                try:
+                    bind(flash_a, card)
+                    wait_until(
+                        lambda: queue_counts(db).get("queued", 0) >= 6, 60, "A's images queued"
+                    )
+                    unmount(card)
+                    bind(flash_x, card)  # the other card, same names, same slot
+                    wait_until(
+                        lambda: sum(queue_counts(db).values()) == 24,
+                        60,
+                        "X's files recorded as items of their own",
+                    )
+                    wait_until(lambda: _days_uploaded(sandbox)["06_02"] == 12, 90, "X uploaded")
+                    counts = queue_counts(db)
+                    print("while X is in:", counts)
+                    assert counts.get("source_missing", 0) > 0, "A's items did not wait for A"
+                    assert not any(counts.get(s, 0) for s in BAD_STATES), counts
+                    assert len(list(flash_a.rglob("*.jpg"))) == 12, "card A touched while out"
+                    wait_until(lambda: not list(flash_x.rglob("*.jpg")), 30, "X freed")
+
+                    unmount(card)
+                    bind(flash_a, card)
+                    wait_until(lambda: queue_counts(db) == {"done": 24}, 90, "A's images done")
+                    wait_until(lambda: not list(flash_a.rglob("*.jpg")), 30, "card A freed")
+                    assert _days_uploaded(sandbox) == {"06_01": 12, "06_02": 12}
+                    assert all(n == 1 for n in _uploaded_keys(sandbox).values()), "twice"
+                finally:
+                    hook.seconds = 0
+                    assert daemon.stop() == 0
+        finally:
+            while is_mounted(card):
+                unmount(card)
+    log = (tmp_path / "daemon.log").read_text()
+    assert "Traceback" not in log
+
+
+def _uploaded_keys(sandbox: Sandbox) -> Counter[tuple[str, str]]:
+    """Uploaded images by (file name, capture time): the two cards share their file names."""
+    keys: Counter[tuple[str, str]] = Counter()
+    for c in get_json(sandbox, "/_sandbox/clusters"):
+        for img in c.get("images", []):
+            d = img["description"]
+            keys[(str(d["MAPFilename"]), str(d["MAPCaptureTime"]))] += 1
+    return keys
+
+
+def _days_uploaded(sandbox: Sandbox) -> Counter[str]:
+    """Uploaded images per capture day (``MM_DD`` of MAPCaptureTime): card A drove on June 1,
+    card X on June 2."""
+    days: Counter[str] = Counter()
+    for (_, when), n in _uploaded_keys(sandbox).items():
+        days[when[5:10]] += n
+    return days
