@@ -438,7 +438,8 @@ class ArchiveFaults:
     ``burst``: a token bucket per Authorization value (CDN requests share one); an empty bucket
     is a 429 with Graph code 4 and ``Retry-After``. ``revoked``: every Graph request gets the
     401 of an invalid token. ``latency_s``: added to every archive request. ``inner`` is
-    consulted first for any request (chaining an upload-side hook).
+    consulted first for any request (chaining an upload-side hook). ``limit_every``: every
+    that many Graph requests is a 429 whatever the pace (a rate limit a test can count on).
     """
 
     def __init__(
@@ -451,8 +452,11 @@ class ArchiveFaults:
         seed: int = 0,
         clock: Clock = SYSTEM_CLOCK,
         inner: FaultHook | None = None,
+        limit_every: int | None = None,
     ) -> None:
         self.fault_rate = fault_rate
+        self.limit_every = limit_every
+        self._graph_requests = 0
         self.rate = rate
         self.burst = burst
         self.latency_s = latency_s
@@ -478,7 +482,11 @@ class ArchiveFaults:
             if self.revoked and graph:
                 self.counts["auth"] += 1
                 return auth_failed()
-            if self.rate is not None and graph and not self._take(request):
+            if graph:
+                self._graph_requests += 1
+            every = self.limit_every
+            limited = graph and every is not None and self._graph_requests % every == 0
+            if limited or (self.rate is not None and graph and not self._take(request)):
                 self.counts["rate_limited"] += 1
                 return _rate_limited()
             roll = self._rng.random()
