@@ -16,6 +16,7 @@ everything (token rejected), or give the unit up with a recorded reason.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ from typing import BinaryIO
 
 import structlog
 
-from daemon import control, spool
+from daemon import control, spool, volumes
 from daemon.clock import Clock
 from daemon.credentials import TokenSource, fingerprint
 from daemon.describe import exif_description, image_description
@@ -353,6 +354,9 @@ class Uploader:
         """Upload one claimed image or video and record its handle, or why not (the file is
         gone: wait for it; it is unusable: reject it; the exchange failed: retry or hold)."""
         self._progressed = False
+        if not self._on_its_volume(item):
+            self._wait_for_source(item, _SWAPPED)
+            return
         try:
             if item.kind == "video":
                 key, handle, offset = self._send_video(item, token)
@@ -362,6 +366,9 @@ class Uploader:
             self._wait_for_source(item, exc)
             return
         except ItemError as exc:
+            if exc.reason == "source_changed" and not self._on_its_volume(item):
+                self._wait_for_source(item, _SWAPPED)  # swapped while it was being read
+                return
             self.queue.item_failed(
                 item.id, Verdict(ItemState.REJECTED, exc.reason, str(exc)), self.now()
             )
@@ -377,6 +384,16 @@ class Uploader:
         self.queue.item_uploaded(item.id, key, handle, self.now())
         self.wake.set()  # its sequence may now be ready to finish
         log.debug("uploaded", item=item.id, session_key=key, resumed_at=offset or None)
+
+    def _on_its_volume(self, item: Item) -> bool:
+        """False when the item's bytes are read where they were found (not a spool copy) and
+        the volume now at its watch folder is not the one they were found on: another card
+        with the same file names is in the slot (see daemon/volumes.py)."""
+        if item.wait_volume is None or (
+            self.spool is not None and spool.is_in_spool(self.spool, item.data_path)
+        ):
+            return True
+        return item.wait_volume in volumes.identities(Path(item.watch))
 
     def _send_image(self, item: Item, token: str) -> tuple[str, str, int]:
         payload = prepare_image(item)
@@ -573,6 +590,9 @@ class Uploader:
         else:
             give_up(decision.reason, str(exc))
             log.warning("upload_rejected", reason=decision.reason, error=str(exc))
+
+
+_SWAPPED = FileNotFoundError(errno.ENOENT, "another card is in its place")
 
 
 def prepare_image(item: Item) -> bytes:

@@ -102,6 +102,9 @@ class Item:
     parent_id: int | None = None
     clip_start: float | None = None
     clip_end: float | None = None
+    #: The volume holding the bytes of an item read in place (the card it waits for when they
+    #: go missing); None for spool copies and items recorded before volumes were.
+    wait_volume: str | None = None
 
     @property
     def clip(self) -> tuple[float, float] | None:
@@ -261,6 +264,8 @@ class Queue:
                 "created_at": now,
                 "updated_at": now,
             }
+            if f.data_path == f.source_path:  # read in place: its bytes stay on that volume
+                values["wait_volume"] = f.volume
             if isinstance(outcome, Metadata):
                 values["state"] = ItemState.INGESTED
                 values.update(vars(outcome))
@@ -896,8 +901,8 @@ class Queue:
         with db.write(self.conn) as c:
             c.execute(
                 "UPDATE items SET state = ?, lease_owner = NULL, reason = ?, detail = ?,"
-                " wait_volume = (SELECT o.volume FROM occurrences o"
-                " WHERE o.path = items.source_path),"
+                " wait_volume = coalesce(wait_volume, (SELECT o.volume FROM occurrences o"
+                " WHERE o.path = items.source_path)),"
                 " updated_at = ? WHERE id = ?",
                 (ItemState.SOURCE_MISSING, "source_missing", detail, now, item_id),
             )
@@ -912,7 +917,8 @@ class Queue:
         prefix = root.rstrip("/") + "/"
         with db.write(self.conn) as c:
             return c.execute(
-                "UPDATE items SET state = ?, reason = ?, detail = ?, wait_volume = ?,"
+                "UPDATE items SET state = ?, reason = ?, detail = ?,"
+                " wait_volume = coalesce(wait_volume, ?),"
                 " updated_at = ? WHERE watch = ? AND state = ? AND substr(data_path, 1, ?) = ?",
                 (
                     ItemState.SOURCE_MISSING,
@@ -949,7 +955,7 @@ class Queue:
             return 0
         with db.write(self.conn) as c:
             c.executemany(
-                "UPDATE items SET state = ?, reason = NULL, detail = NULL, wait_volume = NULL,"
+                "UPDATE items SET state = ?, reason = NULL, detail = NULL,"
                 " next_attempt_at = 0, updated_at = ? WHERE id = ? AND state = ?",
                 [(ItemState.QUEUED, now, i, ItemState.SOURCE_MISSING) for i in back],
             )
