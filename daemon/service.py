@@ -325,11 +325,15 @@ class Service:
                 log.exception("batch_cut_failed", batch=batch_id)
 
     def _check_batch_files(self, q: Queue, batch_id: int) -> None:
-        """Raise FileNotFoundError if a file of the batch read in place is gone (its card was
-        pulled): processing it now would refuse it as unreadable; it waits for the card."""
-        for path in q.batch_data_paths(batch_id):
-            if not spool.is_in_spool(self.cfg.state.spool_dir, path) and not os.path.exists(path):
-                raise FileNotFoundError(errno.ENOENT, "read in place and gone", path)
+        """Raise FileNotFoundError if a file of the batch read in place is not there, or its
+        card is not the one in the slot (pulled, or swapped for one with the same file names):
+        processing it now would refuse it as unreadable, or read another card's video; it
+        waits for its card."""
+        seen: dict[str, frozenset[str]] = {}
+        for path, volume, watch in q.batch_in_place(batch_id):
+            ids = seen.setdefault(watch, volumes.identities(Path(watch)))
+            if volume not in ids or not os.path.exists(path):
+                raise FileNotFoundError(errno.ENOENT, "its card is not there", path)
 
     def follow_wall_clock(self, q: Queue) -> float | None:
         """Compare the wall clock with the monotonic one; after a jump, move the queue's

@@ -325,13 +325,15 @@ class Queue:
                 if row["watch"] not in busy_set and now - last >= quiet_seconds:
                     c.execute("UPDATE batches SET closed_at = ? WHERE id = ?", (now, row["id"]))
 
-    def batch_data_paths(self, batch_id: int) -> list[str]:
-        """Where the bytes of the batch's items still to be processed are."""
+    def batch_in_place(self, batch_id: int) -> list[tuple[str, str, str]]:
+        """(data_path, volume, watch) of the batch's items still to be processed whose bytes
+        are read where they were found, on a known volume."""
         rows = self.conn.execute(
-            "SELECT data_path FROM items WHERE batch_id = ? AND state = ?",
+            "SELECT data_path, wait_volume, watch FROM items WHERE batch_id = ? AND state = ?"
+            " AND wait_volume IS NOT NULL",
             (batch_id, ItemState.INGESTED),
         ).fetchall()
-        return [r["data_path"] for r in rows]
+        return [(r["data_path"], r["wait_volume"], r["watch"]) for r in rows]
 
     def batches_to_cut(self) -> list[int]:
         """Closed batches that still hold ingested items (also after a crash mid-cut)."""
