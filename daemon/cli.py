@@ -18,21 +18,12 @@ import structlog
 
 from daemon import __version__, control_commands, logsetup, service_commands
 from daemon.archive import commands as archive_commands
+from daemon.cli_args import config_arg
 from daemon.config import Config, load_config
 from daemon.errors import FatalError
 from daemon.process_args import add_process_arguments, request_from
 
 log = structlog.get_logger(__name__)
-
-
-def _config_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        default=None,
-        help="the TOML configuration (default: $MAPILLARYD_CONFIG or the platform config dir)",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,14 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run the daemon in the foreground")
-    _config_arg(p)
+    config_arg(p)
 
     p = sub.add_parser("status", help="show the queue: counts per state and what needs attention")
-    _config_arg(p)
+    config_arg(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser("check-config", help="validate the configuration and print it resolved")
-    _config_arg(p)
+    config_arg(p)
 
     p = sub.add_parser(
         "process",
@@ -67,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="process images and upload them through the daemon's queue, then exit",
     )
     add_process_arguments(p)
-    _config_arg(p)
+    config_arg(p)
 
     p = sub.add_parser("sandbox", help="run a local Mapillary-compatible server (for tests/demos)")
     p.add_argument("--port", type=int, default=8765)

@@ -11,10 +11,10 @@ import argparse
 import json
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from daemon import control
+from daemon.cli_args import config_arg
 from daemon.clock import SYSTEM_CLOCK
 from daemon.config import Config, load_config
 from daemon.store.queue import ItemState, Queue
@@ -22,22 +22,12 @@ from daemon.store.queue import ItemState, Queue
 COMMANDS = ("queue", "pause", "resume")
 
 
-def _config_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        default=None,
-        help="the TOML configuration (default: $MAPILLARYD_CONFIG or the platform config dir)",
-    )
-
-
 def add_commands(sub: Any) -> None:
     """Add ``queue``, ``pause`` and ``resume`` to ``sub`` (an ``add_subparsers()`` result)."""
     q = sub.add_parser("queue", help="list the queue, retry failed uploads now, forget files")
     qsub = q.add_subparsers(dest="queue_command", required=True, metavar="ACTION")
     p = qsub.add_parser("list", help="items, most recently changed first")
-    _config_arg(p)
+    config_arg(p)
     p.add_argument(
         "--state",
         action="append",
@@ -51,19 +41,19 @@ def add_commands(sub: Any) -> None:
         "retry",
         help="retry now: waiting uploads become due, failed ones get another try",
     )
-    _config_arg(p)
+    config_arg(p)
     p.add_argument("items", nargs="*", type=int, metavar="ID", help="only these items")
     p = qsub.add_parser(
         "forget",
         help="never upload these files and stop listing them (not for uploaded files)",
     )
-    _config_arg(p)
+    config_arg(p)
     p.add_argument("items", nargs="+", metavar="ID|SHA256", help="item ids or sha256 prefixes")
 
     p = sub.add_parser("pause", help="pause uploads (the ones in flight finish)")
-    _config_arg(p)
+    config_arg(p)
     p = sub.add_parser("resume", help="let paused uploads go on")
-    _config_arg(p)
+    config_arg(p)
 
 
 def dispatch(args: argparse.Namespace) -> int | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon import auth, doctor, install_service
+from daemon.cli_args import config_arg
 from daemon.config import Config, default_config_path, load_config
 from daemon.errors import FatalError, UploadError
 
@@ -27,16 +28,6 @@ class InstallError(FatalError):
     """The service cannot be installed as asked."""
 
     exit_code = 1
-
-
-def _config_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        default=None,
-        help="the TOML configuration (default: $MAPILLARYD_CONFIG or the platform config dir)",
-    )
 
 
 def _variant_args(p: argparse.ArgumentParser) -> None:
@@ -73,7 +64,7 @@ def add_commands(sub: Any) -> None:
         description="Write the unit (or plist) for this installation's paths, then "
         "`systemctl daemon-reload && systemctl enable --now` (launchctl bootstrap on macOS).",
     )
-    _config_arg(p)
+    config_arg(p)
     _variant_args(p)
     p.add_argument(
         "--run-as",
@@ -92,7 +83,7 @@ def add_commands(sub: Any) -> None:
     _variant_args(p)
 
     p = sub.add_parser("doctor", help="check this machine for what would stop the daemon")
-    _config_arg(p)
+    config_arg(p)
     p.add_argument("--offline", action="store_true", help="skip the token and endpoint checks")
 
     p = sub.add_parser(
@@ -103,7 +94,7 @@ def add_commands(sub: Any) -> None:
         "[mapillary] token_file, else ~/.config/mapillaryd/token. A running daemon picks it "
         "up at its next upload: held uploads resume without a restart.",
     )
-    _config_arg(p)
+    config_arg(p)
     p.add_argument("--token-file", type=Path, help="where to store the token")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--token", help="the token itself (visible in `ps`: prefer the prompt)")

@@ -22,6 +22,7 @@ from daemon.archive.meta import LIST_FIELDS, ImageMeta, parse_image, safe_id
 from daemon.archive.progress import Bar
 from daemon.archive.runner import NoToken, Options, open_job, run_backup
 from daemon.archive.summary import backup_summary
+from daemon.cli_args import config_arg
 from daemon.config import Config, load_config
 from daemon.errors import AuthError, UploadError
 
@@ -29,20 +30,16 @@ COMMANDS = ("backup", "download", "sequences")
 BATCH = 50
 
 
-def _config_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", type=Path, default=None, help="the TOML configuration")
-
-
 def add_commands(sub: Any) -> None:
     """Add ``backup``, ``download`` and ``sequences`` to ``sub`` (argparse subparsers)."""
     p = sub.add_parser("backup", help="the archive backup of your Mapillary imagery: run or status")
     bsub = p.add_subparsers(dest="backup_command", required=True, metavar="ACTION")
     r = bsub.add_parser("run", help="run the backup now (as scheduled in [backup])")
-    _config_arg(r)
+    config_arg(r)
     r.add_argument("--json", action="store_true", help="print the result as JSON")
     r.add_argument("--failed-file", type=Path, help="write the ids of images that failed here")
     s = bsub.add_parser("status", help="last and next run, counts, the failure reason if any")
-    _config_arg(s)
+    config_arg(s)
     s.add_argument("--json", action="store_true")
 
     d = sub.add_parser(
@@ -52,7 +49,7 @@ def add_commands(sub: Any) -> None:
         "restored, into <output>/<user>/<date>/<sequence>/<id>.jpg. Images already archived "
         "there are skipped.",
     )
-    _config_arg(d)
+    config_arg(d)
     d.add_argument(
         "--sequence", action="append", default=[], help="sequence id(s), comma-separated"
     )
@@ -73,7 +70,7 @@ def add_commands(sub: Any) -> None:
     d.add_argument("--json", action="store_true", help="print the result as JSON")
 
     q = sub.add_parser("sequences", help="list a user's sequences, newest first, by capture day")
-    _config_arg(q)
+    config_arg(q)
     q.add_argument("user", help="the Mapillary username")
     q.add_argument("--filter", choices=("all", "360", "regular"), default="all")
     q.add_argument("--output", type=Path, help="also write the list to this file")

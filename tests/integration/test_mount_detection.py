@@ -9,9 +9,7 @@ Needs root (or CAP_SYS_ADMIN) for mount(8); skipped with the reason otherwise.
 from __future__ import annotations
 
 import subprocess
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +19,10 @@ from structlog.testing import capture_logs
 from daemon import synth
 from daemon.config import Config, load_config
 from daemon.sandbox import Sandbox
-from daemon.service import Service
 from daemon.status import report
 from daemon.store.queue import Queue
 from tests.e2e.harness import wait_until
+from tests.integration.test_service import running
 
 TOKEN = "mount-test-token-7c2b"
 
@@ -88,21 +86,6 @@ offset_angle = 90
         encoding="utf-8",
     )
     return load_config(cfg, env={"MAPILLARY_TOKEN": TOKEN})
-
-
-@contextmanager
-def running(cfg: Config) -> Iterator[Service]:
-    service = Service(cfg)
-    stop, ready = threading.Event(), threading.Event()
-    t = threading.Thread(target=service.run, args=(stop,), kwargs={"on_ready": ready.set})
-    t.start()
-    try:
-        assert ready.wait(10)
-        yield service
-    finally:
-        stop.set()
-        t.join(30)
-        assert not t.is_alive()
 
 
 def done(cfg: Config) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -21,11 +20,11 @@ from daemon import control, synth, web
 from daemon.config import Config, load_config
 from daemon.progress import ProgressRegistry
 from daemon.sandbox import Sandbox
-from daemon.service import Service
 from daemon.status import STATUS_URL_KEY, report
 from daemon.store.queue import Queue
 from tests.conftest import ManualClock
 from tests.e2e.harness import SlowUploads, wait_until
+from tests.integration.test_service import running
 
 TOKEN = "status-page-test-token-31c8"
 ACCESS = "page-access-token-77aa0c1d"
@@ -162,21 +161,6 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
         yield s
 
 
-@contextmanager
-def _running(cfg: Config) -> Iterator[Service]:
-    service = Service(cfg)
-    stop, ready = threading.Event(), threading.Event()
-    t = threading.Thread(target=service.run, args=(stop,), kwargs={"on_ready": ready.set})
-    t.start()
-    try:
-        assert ready.wait(10)
-        yield service
-    finally:
-        stop.set()
-        t.join(30)
-        assert not t.is_alive()
-
-
 def _get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=10) as r:
         return json.loads(r.read())
@@ -197,7 +181,7 @@ def test_the_running_daemon_serves_its_report_and_obeys_the_pause_button(
     tmp_path: Path, sandbox: Sandbox
 ) -> None:
     cfg = _config(tmp_path, sandbox=sandbox)
-    with _running(cfg):
+    with running(cfg):
         q = Queue.open(cfg.state.database)
         try:
             wait_until(lambda: q.get_meta(STATUS_URL_KEY) is not None, 10, "the status page")
@@ -235,7 +219,7 @@ def test_uploads_in_flight_show_their_bytes(tmp_path: Path, sandbox: Sandbox) ->
     sandbox.faults = SlowUploads(1.0)  # each POST waits: the uploads stay in flight a while
     cfg = _config(tmp_path, sandbox=sandbox)
     seen: list[dict[str, Any]] = []
-    with _running(cfg):
+    with running(cfg):
         q = Queue.open(cfg.state.database)
         try:
             wait_until(lambda: q.get_meta(STATUS_URL_KEY) is not None, 10, "the status page")
