@@ -1,9 +1,15 @@
 """The sandbox's image CDN: signed URLs that expire, and the JPEG bytes they serve.
 
 A URL looks like the Facebook CDN's (``/cdn/m1/v/t6/<image id>_<quality>.jpg?ccb=10-5&oh=00_<sig>
-&oe=<hex expiry>&_nc_sid=<id>``): ``oe`` is the expiry as hexadecimal Unix seconds and ``oh`` an
-HMAC over path and expiry. After the expiry the CDN answers ``403 URL signature expired`` as
-text, as fbcdn does; a tampered signature gets ``403 Bad URL hash``. No token is checked.
+&oe=<hex expiry>&_nc_sid=<id>&_nc_ohc=<serial>``): ``oe`` is the expiry as hexadecimal Unix
+seconds, ``_nc_ohc`` the URL's serial number (every URL minted differs, even within a second)
+and ``oh`` an HMAC over path, expiry and serial. After the expiry the CDN answers ``403 URL
+signature expired`` as text, as fbcdn does; a tampered signature gets ``403 Bad URL hash``. No
+token is checked.
+
+``expire_every`` (tests): the first URL used for every N-th distinct image requested is refused
+as expired, and keeps being refused: only a freshly minted URL gets that image's bytes. The
+count is deterministic (⌊distinct images requested / N⌋) whatever the pace or thread order.
 
 What is served (:class:`ImageArt`): a small synthetic JPEG per image, resized for the ``256``/
 ``1024``/``2048`` thumbnails when larger, carrying the small EXIF Mapillary leaves
@@ -74,38 +80,74 @@ def render(art: ImageArt, quality: str) -> bytes:
 class Cdn:
     """Signs URLs and serves bytes. Thread-safe; rendered JPEGs are cached per (id, quality)."""
 
-    def __init__(self, secret: bytes, clock: Clock, ttl_seconds: float) -> None:
+    def __init__(
+        self, secret: bytes, clock: Clock, ttl_seconds: float, *, expire_every: int = 0
+    ) -> None:
         self.ttl_seconds = ttl_seconds
+        self.expire_every = expire_every
         self._secret = secret
         self._clock = clock
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str], bytes] = {}
+        self._serial = 0
+        self._requested: set[str] = set()
+        self._refused: set[str] = set()
         self.served = 0
         self.expired = 0
+        #: Images whose first URL was refused by ``expire_every``, in the order refused.
+        self.refused_images: list[str] = []
 
-    def _sign(self, path: str, oe: str) -> str:
-        return hmac.new(self._secret, f"{path}|{oe}".encode(), hashlib.sha256).hexdigest()[:40]
+    def _sign(self, path: str, oe: str, serial: str) -> str:
+        msg = f"{path}|{oe}|{serial}".encode()
+        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()[:40]
 
     def url(self, base: str, image_id: str, quality: str) -> str:
         """A fresh signed URL for ``image_id`` at ``quality``, valid for ``ttl_seconds``."""
         expiry = int(self._clock.now().timestamp() + self.ttl_seconds)
         path = f"m1/v/t6/{image_id}_{quality}.jpg"
         oe = f"{expiry:X}"
-        query = {"ccb": "10-5", "oh": f"00_{self._sign(path, oe)}", "oe": oe, "_nc_sid": "201bca"}
+        with self._lock:
+            self._serial += 1
+            serial = f"{self._serial:x}"
+        query = {
+            "ccb": "10-5",
+            "oh": f"00_{self._sign(path, oe, serial)}",
+            "oe": oe,
+            "_nc_sid": "201bca",
+            "_nc_ohc": serial,
+        }
         return f"{base}/cdn/{path}?{urlencode(query)}"
+
+    def _refuse_first_use(self, image_id: str, signature: str) -> bool:
+        """``expire_every``: is this URL one refused as expired (see the module docstring)?"""
+        if self.expire_every <= 0:
+            return False
+        with self._lock:
+            if signature in self._refused:
+                return True
+            if image_id in self._requested:
+                return False
+            self._requested.add(image_id)
+            if len(self._requested) % self.expire_every:
+                return False
+            self._refused.add(signature)
+            self.refused_images.append(image_id)
+            return True
 
     def serve(self, cdn_path: str, query: dict[str, list[str]], art: ImageArt | None) -> Reply:
         """The reply for ``GET /cdn/{cdn_path}``; ``art`` is None when the image is gone."""
         m = _PATH.fullmatch(cdn_path)
         oe = (query.get("oe") or [""])[0]
         oh = (query.get("oh") or [""])[0].removeprefix("00_")
-        if m is None or not oe or not hmac.compare_digest(oh, self._sign(cdn_path, oe)):
+        serial = (query.get("_nc_ohc") or [""])[0]
+        if m is None or not oe or not hmac.compare_digest(oh, self._sign(cdn_path, oe, serial)):
             return Reply(403, b"Bad URL hash", "text/plain")
         try:
             expiry = int(oe, 16)
         except ValueError:
             return Reply(403, b"Bad URL timestamp", "text/plain")
-        if self._clock.now().timestamp() > expiry:
+        expired = self._clock.now().timestamp() > expiry
+        if expired or self._refuse_first_use(m["image_id"], oh):
             with self._lock:
                 self.expired += 1
             return Reply(403, b"URL signature expired", "text/plain")

@@ -535,12 +535,14 @@ def install(
     clock: Clock = SYSTEM_CLOCK,
     truncate_pages: bool = False,
     seed: int = 0,
+    expire_every: int = 0,
 ) -> ArchiveApi:
-    """Serve ``world`` (a new empty one by default) from ``sandbox``; returns the API object."""
+    """Serve ``world`` (a new empty one by default) from ``sandbox``; returns the API object.
+    ``clock`` mints and checks the CDN URLs' expiry; ``expire_every``: see :class:`Cdn`."""
     secret = secrets.token_bytes(16)
     api = ArchiveApi(
         world or ArchiveWorld(),
-        Cdn(secret, clock, url_ttl_seconds),
+        Cdn(secret, clock, url_ttl_seconds, expire_every=expire_every),
         secret=secret,
         truncate_pages=truncate_pages,
         seed=seed,
