@@ -8,6 +8,9 @@ images are fetched again and written over themselves (same path, atomic rename).
 Listing is resumable: each page's images and the ``paging.next`` URL that follows it are
 committed in one transaction, so a killed run continues from the page after the last one
 committed. Deletions on the server are noted (``deleted_on_server_at``), never propagated.
+
+A sequence folder an image was archived into is noted ``unfinished`` in the same transaction,
+until its sidecar (and tar) is written: a run killed before then finishes it on the next run.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from daemon.archive.meta import ImageMeta
@@ -67,6 +70,11 @@ CREATE TABLE IF NOT EXISTS runs (
     deleted_on_server INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS unfinished (
+    username TEXT NOT NULL,
+    seq_dir TEXT NOT NULL,
+    PRIMARY KEY (username, seq_dir)
+);
 """
 
 
@@ -233,12 +241,42 @@ class ArchiveIndex:
         return self._one("SELECT path FROM images WHERE id = ?", image_id)  # type: ignore[no-any-return]
 
     def mark_archived(self, image_id: str, path: str, size: int, now: float) -> None:
+        """The image is at ``path``; its folder is unfinished until :meth:`mark_finished`."""
         with self._write() as db:
             db.execute(
-                "UPDATE images SET path = ?, size = ?, archived_at = ?, last_error = NULL"
-                " WHERE id = ?",
+                "UPDATE images SET path = ?, size = ?, archived_at = ?, last_error = NULL,"
+                " packed = NULL WHERE id = ?",
                 (path, size, now, image_id),
             )
+            db.execute(
+                "INSERT INTO unfinished (username, seq_dir) SELECT username, ? FROM images"
+                " WHERE id = ? ON CONFLICT DO NOTHING",
+                (str(PurePosixPath(path).parent), image_id),
+            )
+
+    def unfinished(self, username: str) -> list[str]:
+        """Sequence folders (relative) written to whose sidecar or tar may be out of date."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq_dir FROM unfinished WHERE username = ? ORDER BY seq_dir", (username,)
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def mark_finished(self, username: str, seq_dir: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "DELETE FROM unfinished WHERE username = ? AND seq_dir = ?", (username, seq_dir)
+            )
+
+    def unpacked(self, username: str) -> list[str]:
+        """Sequence folders (relative) holding archived images not noted as packed into a tar."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT path FROM images WHERE username = ? AND path IS NOT NULL"
+                " AND packed IS NULL AND sequence IS NOT NULL",
+                (username,),
+            ).fetchall()
+        return sorted({str(PurePosixPath(r[0]).parent) for r in rows})
 
     def mark_failed(self, image_id: str, error: str) -> None:
         with self._write() as db:

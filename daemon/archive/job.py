@@ -22,7 +22,6 @@ import fcntl
 import json
 import os
 import threading
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -310,24 +309,46 @@ class Job:
             result.result, result.reason = "failed", "stopped before every image was archived"
 
     def _finish_sequences(self, user: str, touched: dict[PurePosixPath, None]) -> None:
-        """Sidecars of the sequence folders written to; then tar the complete ones."""
-        by_seq: dict[str | None, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
-        for seq_dir in touched:
+        """Write the sidecar of each sequence folder written to, in this run or in a killed one
+        (the index's ``unfinished``), then tar the complete ones. With ``tar``, also every folder
+        whose images are not noted as packed: a run killed while packing, or archives made
+        before ``tar`` was set."""
+        dirs = dict(touched)
+        dirs.update((PurePosixPath(d), None) for d in self.index.unfinished(user))
+        if self.tar:
+            dirs.update((PurePosixPath(d), None) for d in self.index.unpacked(user))
+        by_seq: dict[str | None, list[tuple[str, dict[str, Any]]]] = {}
+        for seq_dir in sorted(dirs):
             seq = None if seq_dir.name == "no-sequence" else seq_dir.name
             if seq not in by_seq:
-                for _id, path, meta in self.index.sequence_rows(user, seq):
-                    by_seq[seq].append((path, json.loads(meta)))
-        for seq_dir in touched:
-            seq = None if seq_dir.name == "no-sequence" else seq_dir.name
+                by_seq[seq] = [
+                    (path, json.loads(meta))
+                    for _id, path, meta in self.index.sequence_rows(user, seq)
+                ]
             rows = [r for r in by_seq[seq] if PurePosixPath(r[0]).parent == seq_dir]
-            write_atomic(self.root / sidecar_path(seq_dir), sidecar.render(rows))
-            if self.tar and seq is not None and not self._has_pending(user, seq):
-                folder = self.root / seq_dir
-                if folder.is_dir():
-                    tarball.pack(folder, self.root / tar_path(seq_dir))
-                    self.index.mark_packed(
-                        [str(PurePosixPath(r[0]).stem) for r in rows], str(tar_path(seq_dir))
-                    )
+            self._finish_one(user, seq_dir, seq, rows)
+            self.index.mark_finished(user, str(seq_dir))
+
+    def _finish_one(
+        self,
+        user: str,
+        seq_dir: PurePosixPath,
+        seq: str | None,
+        rows: list[tuple[str, dict[str, Any]]],
+    ) -> None:
+        folder = self.root / seq_dir
+        tar_file = self.root / tar_path(seq_dir)
+        packable = self.tar and seq is not None
+        ids = [PurePosixPath(r[0]).stem for r in rows]
+        if packable and tar_file.exists() and not tarball.has_files(folder):
+            # Packed by a run killed before it noted so (or nothing new since): the folder is
+            # gone, its sidecar is in the tar.
+            self.index.mark_packed(ids, str(tar_path(seq_dir)))
+            return
+        write_atomic(self.root / sidecar_path(seq_dir), sidecar.render(rows))
+        if packable and seq is not None and not self._has_pending(user, seq):
+            tarball.pack(folder, tar_file)
+            self.index.mark_packed(ids, str(tar_path(seq_dir)))
 
     def _has_pending(self, user: str, seq: str) -> bool:
         return any(m.get("sequence") == seq for m in self.index.pending(user))

@@ -1,10 +1,12 @@
 """Uncompressed tar per finished sequence folder (JPEG and WebP do not compress further).
 
 The tar is built next to the folder under a temporary name, fsync'd and renamed, and only then
-are the folder's files removed: a kill at any moment leaves the folder, the tar, or both.
+are the folder's files removed: a kill at any moment leaves the folder, the tar, or both, and
+never a partial file under the tar's name (the temporary is swept by the next run, which packs
+the folder again: the job packs every folder whose images the index does not note as packed).
 Members are stored as ``<sequence>/<file>`` (relative), sorted, with the files' mtimes.
-A tar that already exists (new images arrived for a packed sequence) is rebuilt with its old
-members plus the folder's files.
+A tar that already exists (new images arrived for a packed sequence, or a killed run left tar
+and folder both) is rebuilt with its old members plus the folder's files, each name once.
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ from pathlib import Path
 from daemon.archive.files import PART_SUFFIX, fsync_dir
 
 
+def has_files(folder: Path) -> bool:
+    """Does ``folder`` hold a file to pack (dot-files are temporaries, not packed)?"""
+    if not folder.is_dir():
+        return False
+    return any(p.is_file() and not p.name.startswith(".") for p in folder.iterdir())
+
+
 def pack(folder: Path, tar: Path) -> list[str]:
     """Pack ``folder`` into ``tar`` (merging an existing one); return the names packed from the
     folder. The folder is removed once the tar is durable."""
@@ -27,16 +36,21 @@ def pack(folder: Path, tar: Path) -> list[str]:
     tmp = tar.with_name(f".{tar.name}.{secrets.token_hex(4)}{PART_SUFFIX}")
     names = {p.name for p in files}
     try:
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as out:
-            if tar.exists():
-                with tarfile.open(tar, "r") as old:
-                    for member in old.getmembers():
-                        if member.isfile() and Path(member.name).name not in names:
-                            src = old.extractfile(member)
-                            if src is not None:
-                                out.addfile(member, src)
-            for p in files:
-                out.add(p, arcname=f"{folder.name}/{p.name}", recursive=False)
+        with contextlib.ExitStack() as stack:
+            out = stack.enter_context(tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT))
+            kept: dict[str, tarfile.TarInfo] = {}
+            old = stack.enter_context(tarfile.open(tar, "r")) if tar.exists() else None
+            if old is not None:
+                for member in old.getmembers():
+                    if member.isfile() and Path(member.name).name not in names:
+                        kept[Path(member.name).name] = member
+            for name in sorted(names | kept.keys()):
+                if name in kept:
+                    src = old.extractfile(kept[name]) if old is not None else None
+                    if src is not None:
+                        out.addfile(kept[name], src)
+                else:
+                    out.add(folder / name, arcname=f"{folder.name}/{name}", recursive=False)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, tar)
