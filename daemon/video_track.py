@@ -183,9 +183,13 @@ def read_track(fileobj: BinaryIO, name: str, options: VideoTrackOptions) -> Vide
 
 
 def video_track_at(path: Path | str, options: VideoTrackOptions) -> VideoTrack:
-    """:func:`read_track` of the file at ``path``; ``unreadable`` when it cannot be opened."""
+    """:func:`read_track` of the file at ``path``; ``unreadable`` when it may not be opened.
+
+    Any other :class:`OSError` (the file gone, an I/O error) propagates: a video read in place
+    vanishes with its card, and the caller waits for the card rather than refusing the video.
+    """
     try:
         with open(path, "rb") as fileobj:
             return read_track(fileobj, str(path), options)
-    except OSError as exc:
+    except PermissionError as exc:
         raise ItemError(f"{path}: cannot read: {exc.strerror or exc}", reason="unreadable") from exc

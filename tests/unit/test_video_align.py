@@ -11,7 +11,13 @@ import pytest
 from daemon.errors import ItemError
 from daemon.geo.track import Track, TrackPoint
 from daemon.geo.video_align import align_side_track
-from daemon.video_track import expand, find_side_file, side_files
+from daemon.video_track import (
+    VideoTrackOptions,
+    expand,
+    find_side_file,
+    side_files,
+    video_track_at,
+)
 
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 
@@ -138,3 +144,9 @@ def test_a_video_with_its_own_gps_outside_the_track_is_never_rebased() -> None:
             per_video=True,
         )
     assert info.value.reason == "outside_track"
+
+
+def test_a_video_gone_with_its_card_is_not_refused(tmp_path: Path) -> None:
+    """The file vanished (card pulled): an OSError the caller waits on, not a refusal."""
+    with pytest.raises(FileNotFoundError):
+        video_track_at(tmp_path / "GONE.MP4", VideoTrackOptions())
