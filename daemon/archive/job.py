@@ -191,21 +191,19 @@ class Job:
         self.root.mkdir(parents=True, exist_ok=True)
         p = self.index.open_pass(user, self._now())
         result.pages, result.listed = p.pages, p.listed
-        if p.pages and p.next_url is None:
-            pass  # a killed run had listed everything but not closed the pass
-        else:
-            fields = [*LIST_FIELDS]
-            while not self.stop.is_set():
-                raw, nxt = self.client.list_page(p.next_url, user, fields, self.page_size)
-                metas = []
-                for r in raw:
-                    with contextlib.suppress(ValueError):
-                        metas.append(parse_image(r))
-                p = self.index.record_page(p, metas, nxt)
-                result.pages, result.listed = p.pages, p.listed
-                self._emit("listed", p.listed)
-                if nxt is None:
-                    break
+        # A pass with pages and no next cursor was listed whole by a run killed before it
+        # closed the pass: nothing more to list.
+        listed_whole = bool(p.pages) and p.next_url is None
+        while not listed_whole and not self.stop.is_set():
+            raw, nxt = self.client.list_page(p.next_url, user, [*LIST_FIELDS], self.page_size)
+            metas = []
+            for r in raw:
+                with contextlib.suppress(ValueError):
+                    metas.append(parse_image(r))
+            p = self.index.record_page(p, metas, nxt)
+            result.pages, result.listed = p.pages, p.listed
+            self._emit("listed", p.listed)
+            listed_whole = nxt is None
         if self.stop.is_set():
             result.result, result.reason = "failed", "stopped before the listing finished"
             return
