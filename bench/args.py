@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.contenders import DEFAULT_MAPILLARY_TOOLS
@@ -27,3 +32,33 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help=f"the mapillary_tools executable (default {DEFAULT_MAPILLARY_TOOLS})",
     )
+
+
+def run_in_workdir(
+    args: argparse.Namespace,
+    label: str,
+    prefix: str,
+    body: Callable[[Path, Path], int],
+    failures: tuple[type[Exception], ...],
+) -> int:
+    """The frame of a side-by-side bench: check ``--mapillary-tools`` exists, make SIGTERM
+    unwind like Ctrl-C (children stopped, the temporary folder removed), run
+    ``body(mapillary_tools, workdir)`` in ``--keep`` or a temporary folder, and turn one of
+    ``failures`` into a message and exit code 1. ``label`` names the bench in messages."""
+    mt: Path = args.mapillary_tools
+    if not mt.exists():
+        print(f"{label}: {mt} not found (run `make venv-mt`)", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    root = args.keep or Path(tempfile.mkdtemp(prefix=prefix))
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        return body(mt, root)
+    except failures as exc:
+        print(f"\n{label} FAILED: {exc}", file=sys.stderr)
+        if args.keep:
+            print(f"(everything is kept in {root})", file=sys.stderr)
+        return 1
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)

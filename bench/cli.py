@@ -12,16 +12,14 @@ import argparse
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.args import add_run_options
+from bench.args import add_run_options, run_in_workdir
 from bench.contenders import (
     BATCH_QUIET_SECONDS,
     MAPILLARY_TOOLS,
@@ -77,24 +75,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.frames < 1 or args.repeat < 1:
         print("bench: --frames and --repeat must be at least 1", file=sys.stderr)
         return 2
-    mt: Path = args.mapillary_tools
-    if not mt.exists():
-        print(f"bench: {mt} not found (run `make venv-mt`)", file=sys.stderr)
-        return 2
-    # SIGTERM unwinds like Ctrl-C: every child is stopped and the temporary folder removed.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    root = args.keep or Path(tempfile.mkdtemp(prefix="mapillaryd-bench-"))
-    root.mkdir(parents=True, exist_ok=True)
-    try:
-        return _bench(args, mt, root)
-    except (ContenderError, VerificationError) as exc:
-        print(f"\nbench FAILED: {exc}", file=sys.stderr)
-        if args.keep:
-            print(f"(everything is kept in {root})", file=sys.stderr)
-        return 1
-    finally:
-        if args.keep is None:
-            shutil.rmtree(root, ignore_errors=True)
+    return run_in_workdir(
+        args,
+        "bench",
+        "mapillaryd-bench-",
+        lambda mt, root: _bench(args, mt, root),
+        (ContenderError, VerificationError),
+    )
 
 
 def _bench(args: argparse.Namespace, mt: Path, root: Path) -> int:

@@ -26,10 +26,8 @@ import os
 import platform
 import random
 import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -40,7 +38,7 @@ from typing import Any
 import piexif
 from PIL import Image
 
-from bench.args import add_run_options
+from bench.args import add_run_options, run_in_workdir
 from bench.cli import _version
 from bench.contenders import (
     MAPILLARY_TOOLS,
@@ -425,23 +423,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.frames < 1 or args.repeat < 1 or pixels is None:
         print("bench: --frames and --repeat must be at least 1, --pixels WxH", file=sys.stderr)
         return 2
-    mt: Path = args.mapillary_tools
-    if not mt.exists():
-        print(f"bench: {mt} not found (run `make venv-mt`)", file=sys.stderr)
-        return 2
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    root = args.keep or Path(tempfile.mkdtemp(prefix="mapillaryd-process-bench-"))
-    root.mkdir(parents=True, exist_ok=True)
-    try:
-        return _bench(args, pixels, mt, root)
-    except BenchError as exc:
-        print(f"\nbench FAILED: {exc}", file=sys.stderr)
-        if args.keep:
-            print(f"(everything is kept in {root})", file=sys.stderr)
-        return 1
-    finally:
-        if args.keep is None:
-            shutil.rmtree(root, ignore_errors=True)
+    return run_in_workdir(
+        args,
+        "bench",
+        "mapillaryd-process-bench-",
+        lambda mt, root: _bench(args, pixels, mt, root),
+        (BenchError,),
+    )
 
 
 def _bench(args: argparse.Namespace, pixels: tuple[int, int], mt: Path, root: Path) -> int:

@@ -38,11 +38,9 @@ import os
 import random
 import re
 import shutil
-import signal
 import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -52,7 +50,7 @@ from typing import Any
 import piexif
 from PIL import Image
 
-from bench.args import add_run_options
+from bench.args import add_run_options, run_in_workdir
 from bench.contenders import (
     MAPILLARY_TOOLS,
     MAPILLARYD,
@@ -396,24 +394,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.images < 1 or args.image_kb < 16 or not 0 <= args.cut < 1 or args.repeat < 1:
         print("bench wire: bad --images, --image-kb, --cut or --repeat", file=sys.stderr)
         return 2
-    mt: Path = args.mapillary_tools
-    if not mt.exists():
-        print(f"bench wire: {mt} not found (run `make venv-mt`)", file=sys.stderr)
-        return 2
     if shutil.which(CURL) is None:
         print("bench wire: curl not found", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    root = args.keep or Path(tempfile.mkdtemp(prefix="mapillaryd-wire-"))
-    root.mkdir(parents=True, exist_ok=True)
-    try:
-        return _bench(args, mt, root)
-    except (ContenderError, VerificationError) as exc:
-        print(f"\nbench wire FAILED: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if args.keep is None:
-            shutil.rmtree(root, ignore_errors=True)
+    return run_in_workdir(
+        args,
+        "bench wire",
+        "mapillaryd-wire-",
+        lambda mt, root: _bench(args, mt, root),
+        (ContenderError, VerificationError),
+    )
 
 
 def _bench(args: argparse.Namespace, mt: Path, root: Path) -> int:
