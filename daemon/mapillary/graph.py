@@ -8,18 +8,17 @@ answers a repeated finish of the same handle with the same cluster.
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 import httpx
 
 from daemon.clock import SYSTEM_CLOCK, Clock
-from daemon.mapillary.http import JsonHttp
+from daemon.mapillary.http import HttpClient, JsonHttp
 
 FILE_TYPES = frozenset({"mly_bundle_manifest", "mly_camm_video", "zip", "mly_blackvue_video"})
 
 
-class GraphClient:
+class GraphClient(HttpClient):
     """Graph API calls with one user token."""
 
     def __init__(
@@ -59,21 +58,6 @@ class GraphClient:
         if cluster_id is None:
             raise self._http.protocol_error(reply, "no cluster_id")
         return cluster_id
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        self._http.close()
-
-    def __enter__(self) -> GraphClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _scalar(value: Any) -> str | None:

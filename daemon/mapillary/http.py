@@ -27,7 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import httpx
 
@@ -150,6 +151,28 @@ def _tls_context() -> ssl.SSLContext:
     """One TLS context (certifi's CAs, as httpx's default) for every client of this process:
     loading the CAs takes tens of ms of CPU, once per client otherwise."""
     return httpx.create_ssl_context()
+
+
+class HttpClient:
+    """Base of the Mapillary clients: one :class:`JsonHttp` (``_http``), closed by
+    :meth:`close` or by leaving a ``with`` block."""
+
+    _http: JsonHttp
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 def retry_after(response: httpx.Response, payload: dict[str, Any], clock: Clock) -> float | None:

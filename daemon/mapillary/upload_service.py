@@ -14,14 +14,13 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Callable, Iterator
-from types import TracebackType
 from typing import BinaryIO, Protocol
 from urllib.parse import quote
 
 import httpx
 
 from daemon.clock import SYSTEM_CLOCK, Clock
-from daemon.mapillary.http import JsonHttp
+from daemon.mapillary.http import HttpClient, JsonHttp
 
 MIN_UPLOAD_SPEED = 50 * 1024  # bytes/s; the read timeout grows with what is left to send
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
@@ -52,7 +51,7 @@ class Pace(Protocol):
     def take(self, size: int) -> None: ...
 
 
-class UploadService:
+class UploadService(HttpClient):
     """Fetch offsets and stream bytes to one upload endpoint with one user token."""
 
     def __init__(
@@ -151,21 +150,6 @@ class UploadService:
             position += len(piece)
             if on_progress is not None:
                 on_progress(position)
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        self._http.close()
-
-    def __enter__(self) -> UploadService:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class _View:
