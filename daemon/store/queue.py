@@ -563,14 +563,14 @@ class Queue:
     ) -> int:
         wanted = tuple(reasons)
         marks = ", ".join("?" for _ in wanted)
-        kinds = ("video",) if kind == "video" else ("image", "video")
+        of_kind = "" if kind is None else " AND kind = ?"
         with db.write(self.conn) as c:
             ids = [
                 r["id"]
                 for r in c.execute(
                     f"SELECT id FROM items WHERE watch = ? AND state = ? AND reason IN ({marks})"
-                    " AND kind IN (?, ?)",
-                    (watch, state, *wanted, kinds[0], kinds[-1]),
+                    + of_kind,
+                    (watch, state, *wanted, *((kind,) if kind else ())),
                 ).fetchall()
             ]
             if not ids:
