@@ -2,10 +2,10 @@
 
 An image upload is: read the queued copy, check it is still the content we hashed, put the
 description JSON into EXIF ImageDescription (pixels untouched), ask the server for the offset of
-``mly_tools_<md5>.jpg`` and send the rest; the handle goes into the queue row. When every image of
-a sequence is settled, the finisher uploads the manifest (a deterministic session key, so a
-repeat after a crash resumes the same session) and calls ``finish_upload``, retrying it with the
-stored handle until it answers — mapillary_tools does not.
+its session (see :func:`image_session_key`) and send the rest; the handle goes into the queue
+row. When every image of a sequence is settled, the finisher uploads the manifest (a deterministic
+session key, so a repeat after a crash resumes the same session) and calls ``finish_upload``,
+retrying it with the stored handle until it answers — mapillary_tools does not.
 
 Session keys are content digests, so a kill at any point ends in the same server-side session
 and the same handle: nothing is uploaded twice.
@@ -39,7 +39,8 @@ from daemon.limits import Windows
 from daemon.mapillary.graph import GraphClient
 from daemon.mapillary.upload_service import UploadService, session_key
 from daemon.media.camm_mp4 import CammStream, md5_of, plan_camm_clip, plan_camm_mp4
-from daemon.media.exif import ImageMetadata, with_description
+from daemon.media.exif import ImageMetadata, description_splice
+from daemon.media.jpeg import Splice
 from daemon.progress import PROGRESS
 from daemon.reachability import Reachability
 from daemon.resume import ResumeMemo
@@ -397,10 +398,10 @@ class Uploader:
 
     def _send_image(self, item: Item, token: str) -> tuple[str, str, int]:
         payload = prepare_image(item)
-        key = session_key(hashlib.md5(payload).hexdigest(), ".jpg")
+        key = payload.key
         service, _ = self._clients(token)
         offset = self._offset(service, item, key)
-        handle = self._send_tracked(service, item, key, payload, len(payload), offset)
+        handle = self._send_tracked(service, item, key, payload.data, len(payload.data), offset)
         return key, handle, offset
 
     def _send_video(self, item: Item, token: str) -> tuple[str, str, int]:
@@ -595,8 +596,33 @@ class Uploader:
 _SWAPPED = FileNotFoundError(errno.ENOENT, "another card is in its place")
 
 
-def prepare_image(item: Item) -> bytes:
-    """The bytes to upload for ``item``: its JPEG with the description in ImageDescription.
+@dataclass(frozen=True)
+class ImagePayload:
+    """An image ready to go: the bytes to upload and the session key that names them."""
+
+    data: bytes
+    key: str
+
+
+def image_session_key(sha256_hex: str, splice: Splice) -> str:
+    """The session key of the queued JPEG whose sha256 is ``sha256_hex`` changed by ``splice``.
+
+    ``mly_tools_<32 hex>.jpg``, the hex being the first 128 bits of a sha256 over the content
+    hash and the splice (start, end, new segment). The uploaded bytes are a function of exactly
+    those, so one key always names the same bytes — also across a mapillaryd upgrade that
+    writes the EXIF differently (another segment, another key) — and a resumed session is
+    continued with the bytes it began with. mapillary_tools names a photo by the md5 of the
+    uploaded bytes, a second pass over every photo (~3 ms of CPU per 2 MB); the service takes
+    the key as an opaque name (mapillary_tools' ``--noresume`` keys are uuids).
+    """
+    digest = hashlib.sha256(f"jpeg-splice:{sha256_hex}:{splice.start}:{splice.end}:".encode())
+    digest.update(splice.segment)
+    return session_key(digest.hexdigest()[:32], ".jpg")
+
+
+def prepare_image(item: Item) -> ImagePayload:
+    """The bytes to upload for ``item`` — its JPEG with the description in ImageDescription —
+    and their session key (:func:`image_session_key`).
 
     Raise FileNotFoundError if the queued copy is gone, :class:`ItemError` if it is no longer
     the content that was ingested or its EXIF cannot be rewritten.
@@ -628,7 +654,8 @@ def prepare_image(item: Item) -> bytes:
         filesize=None,
         sequence_id=item.sequence_id,
     )
-    return with_description(data, exif_description(desc), os.path.basename(item.source_path))
+    splice = description_splice(data, exif_description(desc), os.path.basename(item.source_path))
+    return ImagePayload(splice.apply(data), image_session_key(item.sha256, splice))
 
 
 def manifest_bytes(handles: list[str]) -> bytes:

@@ -53,6 +53,7 @@ from daemon.media import jpeg
 __all__ = [
     "ExifFacts",
     "ImageMetadata",
+    "description_splice",
     "read_exif_facts",
     "read_image_metadata",
     "with_description",
@@ -1082,12 +1083,17 @@ def with_description(data: bytes, description: dict[str, Any], name: str) -> byt
     Raise CorruptMediaError naming ``name`` if ``data`` is not a complete JPEG or no EXIF can
     be written; TypeError if ``description`` is not JSON-serialisable (a programming error).
     """
+    return description_splice(data, description, name).apply(data)
+
+
+def description_splice(data: bytes, description: dict[str, Any], name: str) -> jpeg.Splice:
+    """What :func:`with_description` changes in ``data``, as a splice; same contract."""
     text = json.dumps(description, sort_keys=True, separators=(",", ":"))
 
     def edit(exif: dict[str, Any]) -> None:
         exif["0th"] = {**exif["0th"], _IMAGE_DESCRIPTION: text}
 
-    return rewrite_exif(data, name, edit)
+    return exif_rewrite_splice(data, name, edit)
 
 
 def rewrite_exif(data: bytes, name: str, edit: Callable[[dict[str, Any]], None]) -> bytes:
@@ -1097,6 +1103,13 @@ def rewrite_exif(data: bytes, name: str, edit: Callable[[dict[str, Any]], None])
     Same guarantees as :func:`with_description`: only the EXIF segment changes, unreadable or
     unencodable EXIF is degraded step by step, and every failure is a CorruptMediaError.
     """
+    return exif_rewrite_splice(data, name, edit).apply(data)
+
+
+def exif_rewrite_splice(
+    data: bytes, name: str, edit: Callable[[dict[str, Any]], None]
+) -> jpeg.Splice:
+    """What :func:`rewrite_exif` changes in ``data``, as a splice; same contract."""
     try:
         jpeg.check_jpeg(data, name)
         tiff = jpeg.exif_tiff(data, name)
@@ -1106,7 +1119,7 @@ def rewrite_exif(data: bytes, name: str, edit: Callable[[dict[str, Any]], None])
                 exif = _Exif(tiff).piexif_dict()
         edit(exif)
         payload = _dump_degrading(exif, name)
-        return jpeg.replace_exif_segment(data, payload, name=name)
+        return jpeg.exif_splice(data, payload, name=name)
     except ItemError:
         raise
     except Exception as exc:  # the contract: bad bytes never surface as anything but ItemError

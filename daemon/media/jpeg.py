@@ -241,6 +241,46 @@ def _as_segment_payload(exif_payload: bytes) -> bytes:
     raise ValueError("exif_payload must be a TIFF structure, with or without the Exif header")
 
 
+@dataclass(frozen=True)
+class Splice:
+    """``data[:start] + segment + data[end:]``: a JPEG with one stretch of its header replaced.
+
+    The output is fully determined by the input bytes and these three values, whatever code
+    produced them; that is what lets an upload name its bytes without hashing them again
+    (see :func:`daemon.upload.prepare_image`).
+    """
+
+    start: int
+    end: int
+    segment: bytes
+
+    def apply(self, data: bytes) -> bytes:
+        """The spliced bytes (one copy of ``data``)."""
+        view = memoryview(data)
+        return b"".join((view[: self.start], self.segment, view[self.end :]))
+
+
+def exif_splice(data: bytes, exif_payload: bytes, *, name: str = "JPEG") -> Splice:
+    """Where and how :func:`replace_exif_segment` changes ``data``; same contract."""
+    payload = _as_segment_payload(exif_payload)
+    if len(payload) > MAX_SEGMENT_PAYLOAD:
+        raise CorruptMediaError(
+            f"{name}: EXIF too large for a JPEG segment "
+            f"({len(payload)} bytes, at most {MAX_SEGMENT_PAYLOAD})"
+        )
+    segment = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    segments = _header_segments(data, name)
+    old = _exif_segment(segments, data)
+    if old is not None:
+        return Splice(old.start, old.end, segment)
+    at = 2
+    for seg in segments:
+        if seg.marker != _APP0:
+            break
+        at = seg.end
+    return Splice(at, at, segment)
+
+
 def replace_exif_segment(data: bytes, exif_payload: bytes, *, name: str = "JPEG") -> bytes:
     """Return ``data`` with its EXIF APP1 segment carrying ``exif_payload`` instead.
 
@@ -255,24 +295,7 @@ def replace_exif_segment(data: bytes, exif_payload: bytes, *, name: str = "JPEG"
     equal. Raise CorruptMediaError naming ``name`` if the JPEG header is malformed or the payload
     is longer than 65533 bytes (the most an APP1 segment can carry).
     """
-    payload = _as_segment_payload(exif_payload)
-    if len(payload) > MAX_SEGMENT_PAYLOAD:
-        raise CorruptMediaError(
-            f"{name}: EXIF too large for a JPEG segment "
-            f"({len(payload)} bytes, at most {MAX_SEGMENT_PAYLOAD})"
-        )
-    segment = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
-    segments = _header_segments(data, name)
-    old = _exif_segment(segments, data)
-    view = memoryview(data)  # one copy of a multi-MB frame, not three
-    if old is not None:
-        return b"".join((view[: old.start], segment, view[old.end :]))
-    at = 2
-    for seg in segments:
-        if seg.marker != _APP0:
-            break
-        at = seg.end
-    return b"".join((view[:at], segment, view[at:]))
+    return exif_splice(data, exif_payload, name=name).apply(data)
 
 
 def non_exif_bytes(data: bytes, name: str = "JPEG") -> bytes:
