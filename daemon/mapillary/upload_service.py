@@ -23,23 +23,25 @@ from daemon.clock import SYSTEM_CLOCK, Clock
 from daemon.mapillary.http import HttpClient, JsonHttp
 
 MIN_UPLOAD_SPEED = 50 * 1024  # bytes/s; the read timeout grows with what is left to send
-_MD5_HEX = re.compile(r"[0-9a-f]{32}")
+_DIGEST_HEX = re.compile(r"[0-9a-f]{32}")
 _SUFFIX = re.compile(r"\.[a-z0-9]+")
 
 
-def session_key(md5_hex: str, suffix: str) -> str:
-    """The session key mapillary_tools uses for content with this md5: ``mly_tools_<md5><suffix>``.
+def session_key(digest_hex: str, suffix: str) -> str:
+    """The session key for content with this 128-bit digest: ``mly_tools_<digest><suffix>``,
+    mapillary_tools' form (it uses the md5 of the bytes; see daemon.upload.image_session_key
+    for the images' digest).
 
     ``suffix`` includes its dot: ``.jpg`` for images, ``.mp4`` for videos, ``.zip``, ``.json``.
     Identical content maps to the same key, which is what makes resuming across runs work.
     Raises ValueError for anything but 32 hex digits and a ``.alnum`` suffix.
     """
-    md5_hex, suffix = md5_hex.lower(), suffix.lower()
-    if not _MD5_HEX.fullmatch(md5_hex):
-        raise ValueError(f"not an md5 hex digest: {md5_hex!r}")
+    digest_hex, suffix = digest_hex.lower(), suffix.lower()
+    if not _DIGEST_HEX.fullmatch(digest_hex):
+        raise ValueError(f"not a 128-bit hex digest: {digest_hex!r}")
     if not _SUFFIX.fullmatch(suffix):
         raise ValueError(f"not a file suffix: {suffix!r}")
-    return f"mly_tools_{md5_hex}{suffix}"
+    return f"mly_tools_{digest_hex}{suffix}"
 
 
 class Pace(Protocol):
@@ -79,7 +81,7 @@ class UploadService(HttpClient):
 
     def fetch_offset(self, session_key: str) -> int:
         """Bytes the service holds for ``session_key`` (0 for a session it has never seen)."""
-        reply = self._http.call("GET", self._url(session_key))
+        reply = self._http.send("GET", self._url(session_key), {})
         offset = reply.payload.get("offset")
         if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
             raise self._http.protocol_error(reply, "no valid offset")
@@ -108,16 +110,24 @@ class UploadService(HttpClient):
             raise ValueError(f"offset {offset} outside the source's {size} bytes")
         read_timeout = max(self._timeout, (size - offset) / MIN_UPLOAD_SPEED)
         headers = {"Offset": str(offset), "X-Entity-Name": session_key}
+        pieces = self._pieces(source, offset, on_progress)
         if isinstance(source, bytes):
-            # No chunk framing for httpx to copy the body into: ~40 % less CPU per image.
-            headers["Content-Length"] = str(size - offset)
-        reply = self._http.call(
-            "POST",
-            self._url(session_key),
-            headers=headers,
-            content=self._pieces(source, offset, on_progress),
-            timeout=httpx.Timeout(self._timeout, read=read_timeout),
-        )
+            reply = self._http.send(
+                "POST",
+                self._url(session_key),
+                headers,
+                read_timeout=read_timeout,
+                body=pieces,
+                length=size - offset,
+            )
+        else:
+            reply = self._http.call(
+                "POST",
+                self._url(session_key),
+                headers=headers,
+                content=pieces,
+                timeout=httpx.Timeout(self._timeout, read=read_timeout),
+            )
         handle = reply.payload.get("h")
         if not isinstance(handle, str) or not handle:
             raise self._http.protocol_error(reply, "no file handle")

@@ -1,0 +1,173 @@
+"""The upload service's direct path (daemon/mapillary/direct.py) against a real HTTP
+server on 127.0.0.1: kept-alive connections, servers that hang up, proxies, bad replies."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from daemon import errors
+from daemon.mapillary import UploadService
+from daemon.mapillary.direct import MAX_REPLY_BYTES
+
+TOKEN = "body-post-token-81f"
+
+
+class Server:
+    """Answers every POST with a handle; counts connections and keeps what it was sent.
+    ``hang_up_after_reply``: close each connection after answering, without saying so (as a
+    server whose idle timeout has passed); ``reply``: the body to answer with."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.hung_up = threading.Semaphore(0)
+        self.seen: list[tuple[str, dict[str, str], bytes]] = []
+        self.hang_up_after_reply = False
+        self.reply = json.dumps({"h": "handle-1"}).encode()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                server.connections += 1
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                server.seen.append((self.requestline, dict(self.headers.items()), body))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(server.reply)))
+                self.end_headers()
+                self.wfile.write(server.reply)
+                if server.hang_up_after_reply:
+                    self.close_connection = True
+
+            def do_GET(self) -> None:
+                server.seen.append((self.requestline, dict(self.headers.items()), b""))
+                reply = json.dumps({"offset": 1000}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def finish(self) -> None:
+                super().finish()
+                if server.hang_up_after_reply:
+                    self.connection.close()
+                    server.hung_up.release()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.http.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
+        self.thread = threading.Thread(target=self.http.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    s = Server()
+    yield s
+    s.close()
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+def test_the_bytes_and_headers_arrive_and_one_connection_serves_every_request(
+    server: Server,
+) -> None:
+    photo = bytes(range(256)) * 4000
+    with UploadService(f"{server.url}/upload", TOKEN, timeout=5) as uploads:
+        assert uploads.upload("a.jpg", photo, 0) == "handle-1"
+        assert uploads.fetch_offset("b.jpg") == 1000
+        assert uploads.upload("b.jpg", photo, 1000) == "handle-1"
+
+    assert server.connections == 1
+    (line_a, headers_a, body_a), (line_get, headers_get, _), (_, headers_b, body_b) = server.seen
+    assert line_get == "GET /upload/b.jpg HTTP/1.1"
+    assert "Content-Length" not in headers_get
+    assert headers_get["Authorization"] == f"OAuth {TOKEN}"
+    assert line_a == "POST /upload/a.jpg HTTP/1.1"
+    assert body_a == photo and body_b == photo[1000:]
+    assert headers_a["Authorization"] == f"OAuth {TOKEN}"
+    assert (headers_a["Offset"], headers_b["Offset"]) == ("0", "1000")
+    assert headers_b["X-Entity-Name"] == "b.jpg"
+    assert headers_b["Content-Length"] == str(len(photo) - 1000)
+    assert "Transfer-Encoding" not in headers_a
+
+
+def test_a_connection_the_server_closed_while_idle_is_opened_again(server: Server) -> None:
+    server.hang_up_after_reply = True
+    with UploadService(f"{server.url}/upload", TOKEN, timeout=5) as uploads:
+        for key in ("a.jpg", "b.jpg", "c.jpg"):
+            assert uploads.upload(key, b"x" * 5000, 0) == "handle-1"
+            assert server.hung_up.acquire(timeout=10)  # closed before the next request
+
+    assert server.connections == 3
+    assert [body for _, _, body in server.seen] == [b"x" * 5000] * 3
+
+
+def test_a_refused_connection_is_an_unreachable_upstream() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with (
+        UploadService(f"http://127.0.0.1:{port}/upload", TOKEN, timeout=5) as uploads,
+        pytest.raises(errors.TransportError) as caught,
+    ):
+        uploads.upload("a.jpg", b"abc", 0)
+    assert caught.value.unreachable
+    assert "POST /upload/a.jpg" in str(caught.value)
+
+
+def test_a_reply_longer_than_any_the_service_sends_is_a_transport_error(server: Server) -> None:
+    server.reply = b"{" + b" " * MAX_REPLY_BYTES + b"}"
+    with (
+        UploadService(f"{server.url}/upload", TOKEN, timeout=5) as uploads,
+        pytest.raises(errors.TransportError),
+    ):
+        uploads.upload("a.jpg", b"abc", 0)
+
+
+def test_a_proxy_in_the_environment_is_used(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The direct path does not speak to proxies: with HTTP_PROXY set, the body goes through
+    httpx, which sends it to the proxy (here the test server) with the absolute URL."""
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    with UploadService("http://upload.example.invalid/upload", TOKEN, timeout=5) as uploads:
+        assert uploads.upload("a.jpg", b"abc", 0) == "handle-1"
+
+    (line, _, body), *_ = server.seen
+    assert line == "POST http://upload.example.invalid/upload/a.jpg HTTP/1.1"
+    assert body == b"abc"
+
+
+def test_no_proxy_keeps_the_connection_direct(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # would fail: nothing listens there
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with UploadService(f"{server.url}/upload", TOKEN, timeout=5) as uploads:
+        assert uploads.upload("a.jpg", b"abc", 0) == "handle-1"
+
+    assert server.seen[0][0] == "POST /upload/a.jpg HTTP/1.1"
