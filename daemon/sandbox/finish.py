@@ -8,7 +8,6 @@ one of ours, unexpired and complete, and every image must carry a JSON ``ImageDe
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,9 @@ from daemon.sandbox.store import Cluster, ClusterDraft, ImageRecord, SandboxStor
 
 FILE_TYPES = frozenset({"mly_bundle_manifest", "mly_camm_video", "zip", "mly_blackvue_video"})
 BUNDLE = "mly_bundle_manifest"
+#: Where a photo's EXIF is looked for first: an APP1 segment holds at most 64 KiB, and comes
+#: after SOI and perhaps a JFIF segment.
+HEAD_BYTES = 256 * 1024
 
 
 class FinishError(Exception):
@@ -103,13 +105,16 @@ class Finisher:
 
     def _image(self, index: int, handle: str) -> ImageRecord:
         session = self._complete_session(handle, f"image_handles[{index}]")
-        data = self._store.read(session.key)
+        try:  # the EXIF is in the header: read the whole photo only if it is not there
+            description = _image_description(self._store.read_head(session.key, HEAD_BYTES), index)
+        except FinishError:
+            description = _image_description(self._store.read(session.key), index)
         return ImageRecord(
             handle=handle,
             session_key=session.key,
-            md5=hashlib.md5(data).hexdigest(),
-            size=len(data),
-            description=_image_description(data, index),
+            md5=None,
+            size=session.size,
+            description=description,
         )
 
 

@@ -16,7 +16,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -69,11 +69,13 @@ class Session:
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One image of a bundle manifest, as finished."""
+    """One image of a bundle manifest, as finished. ``md5`` is None until the clusters are
+    listed (:meth:`SandboxStore.clusters` computes it then: ``finish_upload`` stays quick,
+    as the real service's, which processes uploads after answering)."""
 
     handle: str
     session_key: str
-    md5: str
+    md5: str | None
     size: int
     description: dict[str, Any]
 
@@ -204,6 +206,14 @@ class SandboxStore:
         path = self._path(session_key)
         return path.read_bytes() if path.exists() else b""
 
+    def read_head(self, session_key: str, size: int) -> bytes:
+        """The first ``size`` bytes held for ``session_key`` (fewer when it holds fewer)."""
+        try:
+            with self._path(session_key).open("rb") as fh:
+                return fh.read(size)
+        except FileNotFoundError:
+            return b""
+
     @contextmanager
     def append(
         self, session_key: str, offset: int, entity_length: int | None
@@ -314,12 +324,31 @@ class SandboxStore:
         )
 
     def clusters(self) -> list[Cluster]:
-        """Every cluster, in creation order."""
+        """Every cluster, in creation order, with the md5 of every image (computed and
+        recorded on the first listing after its finish)."""
         with self._lock:
             rows = self._db.execute(
                 f"SELECT {_CLUSTER_COLUMNS} FROM clusters ORDER BY seq"
             ).fetchall()
-        return [_cluster_from_row(r) for r in rows]
+        clusters = [_cluster_from_row(r) for r in rows]
+        return [self._with_md5s(c) for c in clusters]
+
+    def _with_md5s(self, cluster: Cluster) -> Cluster:
+        images = cluster.draft.images
+        if all(i.md5 is not None for i in images):
+            return cluster
+        images = [
+            i
+            if i.md5 is not None
+            else replace(i, md5=hashlib.md5(self.read(i.session_key)).hexdigest())
+            for i in images
+        ]
+        column = json.dumps([_image_json(i) for i in images], sort_keys=True)
+        with self._lock:
+            self._db.execute(
+                "UPDATE clusters SET images = ? WHERE handle = ?", (column, cluster.draft.handle)
+            )
+        return replace(cluster, draft=replace(cluster.draft, images=images))
 
 
 _CLUSTER_COLUMNS = (
