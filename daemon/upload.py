@@ -37,7 +37,7 @@ from daemon.describe import exif_description, image_description
 from daemon.errors import ItemError, TransportError, UploadError
 from daemon.limits import Windows
 from daemon.mapillary.graph import GraphClient
-from daemon.mapillary.upload_service import UploadService, session_key
+from daemon.mapillary.upload_service import Buffers, UploadService, session_key
 from daemon.media.camm_mp4 import CammStream, md5_of, plan_camm_clip, plan_camm_mp4
 from daemon.media.exif import ImageMetadata, description_splice
 from daemon.media.jpeg import Splice
@@ -447,7 +447,7 @@ class Uploader:
         service: UploadService,
         item: Item,
         key: str,
-        source: BinaryIO | bytes,
+        source: BinaryIO | Buffers,
         size: int,
         offset: int,
     ) -> str:
@@ -464,7 +464,7 @@ class Uploader:
         self,
         service: UploadService,
         key: str,
-        source: BinaryIO | bytes,
+        source: BinaryIO | Buffers,
         offset: int,
         on_progress: Callable[[int], None] | None = None,
     ) -> str:
@@ -525,7 +525,7 @@ class Uploader:
                 offset = self.upstream.sessions.known_offset(key)
                 if offset is None:
                     offset = service.fetch_offset(key)
-                handle = self._post(service, key, manifest, offset)
+                handle = self._post(service, key, Buffers(manifest), offset)
                 self.queue.manifest_uploaded(seq.id, key, handle, self.now())
             cluster = graph.finish_upload(
                 handle, MANIFEST_FILE_TYPE, self.endpoints.organization_id
@@ -600,7 +600,7 @@ _SWAPPED = FileNotFoundError(errno.ENOENT, "another card is in its place")
 class ImagePayload:
     """An image ready to go: the bytes to upload and the session key that names them."""
 
-    data: bytes
+    data: Buffers
     key: str
 
 
@@ -655,7 +655,7 @@ def prepare_image(item: Item) -> ImagePayload:
         sequence_id=item.sequence_id,
     )
     splice = description_splice(data, exif_description(desc), os.path.basename(item.source_path))
-    return ImagePayload(splice.apply(data), image_session_key(item.sha256, splice))
+    return ImagePayload(Buffers(*splice.parts(data)), image_session_key(item.sha256, splice))
 
 
 def manifest_bytes(handles: list[str]) -> bytes:

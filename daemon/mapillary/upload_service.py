@@ -3,8 +3,8 @@
 ``GET {endpoint}/{session_key}`` → ``{"offset": n}``: how many bytes the service holds.
 ``POST {endpoint}/{session_key}`` with ``Offset: n`` and ``X-Entity-Name: <session_key>``, the
 body being the source from ``n`` to its end in one request → ``{"h": handle}``: a file as one
-chunked stream (as mapillary_tools 0.14.7 sends it), bytes in memory with their
-``Content-Length`` (as older mapillary_tools sent its pieces; the service takes both).
+chunked stream (as mapillary_tools 0.14.7 sends it), bytes in memory (:class:`Buffers`) with
+their ``Content-Length`` (as older mapillary_tools sent its pieces; the service takes both).
 Failures are raised as :mod:`daemon.errors` (see :mod:`daemon.mapillary.http`); retrying is the
 caller's business.
 """
@@ -53,6 +53,30 @@ class Pace(Protocol):
     def take(self, size: int) -> None: ...
 
 
+class Buffers:
+    """Bytes in memory as consecutive buffers — a photo with one segment replaced is its head,
+    the new segment and its tail — sent as they are, never joined into one copy."""
+
+    def __init__(self, *parts: bytes | memoryview) -> None:
+        self._parts = tuple(memoryview(p).cast("B") for p in parts if len(p))
+        self.size = sum(len(p) for p in self._parts)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self._parts)
+
+    def views(self, offset: int) -> list[memoryview]:
+        """The bytes from ``offset`` on, as views of the parts (no copies)."""
+        out = []
+        for part in self._parts:
+            if offset < len(part):
+                out.append(part[offset:] if offset else part)
+            offset = max(0, offset - len(part))
+        return out
+
+
 class UploadService(HttpClient):
     """Fetch offsets and stream bytes to one upload endpoint with one user token."""
 
@@ -90,7 +114,7 @@ class UploadService(HttpClient):
     def upload(
         self,
         session_key: str,
-        source: BinaryIO | bytes,
+        source: BinaryIO | Buffers | bytes,
         offset: int,
         on_progress: Callable[[int], None] | None = None,
     ) -> str:
@@ -98,20 +122,22 @@ class UploadService(HttpClient):
 
         ``offset`` must be what :meth:`fetch_offset` said (else the service answers 412,
         raised as a retriable ``UploadError``). ``source`` is a seekable binary file (left
-        open), read from ``offset`` in pieces of ``chunk_size`` and sent chunked, or bytes, sent
-        with their length in one piece (in pieces when a ``pace`` limits the rate);
+        open), read from ``offset`` in pieces of ``chunk_size`` and sent chunked, or bytes in
+        memory, sent with their length as they lie (in pieces when a ``pace`` limits the rate);
         ``on_progress`` gets the absolute offset reached after each piece has been handed to
         the connection. Sending nothing (``offset`` at the end) returns the handle
         of a session that already holds everything. The read timeout is
         ``max(timeout, remaining bytes / 50 KiB/s)``.
         """
+        if isinstance(source, bytes):
+            source = Buffers(source)
         size = _size(source)
         if not 0 <= offset <= size:
             raise ValueError(f"offset {offset} outside the source's {size} bytes")
         read_timeout = max(self._timeout, (size - offset) / MIN_UPLOAD_SPEED)
         headers = {"Offset": str(offset), "X-Entity-Name": session_key}
         pieces = self._pieces(source, offset, on_progress)
-        if isinstance(source, bytes):
+        if isinstance(source, Buffers):
             reply = self._http.send(
                 "POST",
                 self._url(session_key),
@@ -135,20 +161,19 @@ class UploadService(HttpClient):
 
     def _pieces(
         self,
-        source: BinaryIO | bytes,
+        source: BinaryIO | Buffers,
         offset: int,
         on_progress: Callable[[int], None] | None,
     ) -> Iterator[bytes | memoryview]:
         pace = self._pace
-        if isinstance(source, bytes) and pace is None:
-            if offset < len(source):
-                yield source if offset == 0 else memoryview(source)[offset:]
-                if on_progress is not None:
-                    on_progress(len(source))
+        if isinstance(source, Buffers) and pace is None:
+            yield from source.views(offset)
+            if on_progress is not None and offset < source.size:
+                on_progress(source.size)
             return
-        stream: BinaryIO | _View
-        if isinstance(source, bytes):
-            stream = _View(source, offset)  # views of bytes in memory, not copies (CPU per GB)
+        stream: BinaryIO | _Reader
+        if isinstance(source, Buffers):
+            stream = _Reader(source.views(offset))  # views, not copies (CPU per GB)
         else:
             stream = source
             stream.seek(offset)
@@ -162,20 +187,27 @@ class UploadService(HttpClient):
                 on_progress(position)
 
 
-class _View:
-    """Reads ``data`` from ``offset`` on as memoryviews: no copy of what is already in memory."""
+class _Reader:
+    """Reads consecutive views in pieces of at most the size asked (shorter at a view's end)."""
 
-    def __init__(self, data: bytes, offset: int) -> None:
-        self._view = memoryview(data)
-        self._position = offset
+    def __init__(self, views: list[memoryview]) -> None:
+        self._views = views
+        self._index = 0
+        self._position = 0
 
     def read(self, size: int) -> memoryview:
-        piece = self._view[self._position : self._position + size]
-        self._position += len(piece)
-        return piece
+        while self._index < len(self._views):
+            view = self._views[self._index]
+            if self._position < len(view):
+                piece = view[self._position : self._position + size]
+                self._position += len(piece)
+                return piece
+            self._index += 1
+            self._position = 0
+        return memoryview(b"")
 
 
-def _size(source: BinaryIO | bytes) -> int:
-    if isinstance(source, bytes):
-        return len(source)
+def _size(source: BinaryIO | Buffers) -> int:
+    if isinstance(source, Buffers):
+        return source.size
     return source.seek(0, io.SEEK_END)

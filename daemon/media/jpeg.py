@@ -256,8 +256,12 @@ class Splice:
 
     def apply(self, data: bytes) -> bytes:
         """The spliced bytes (one copy of ``data``)."""
+        return b"".join(self.parts(data))
+
+    def parts(self, data: bytes) -> tuple[memoryview, bytes, memoryview]:
+        """The spliced bytes as three pieces, two of them views of ``data`` (no copy)."""
         view = memoryview(data)
-        return b"".join((view[: self.start], self.segment, view[self.end :]))
+        return view[: self.start], self.segment, view[self.end :]
 
 
 def exif_splice(data: bytes, exif_payload: bytes, *, name: str = "JPEG") -> Splice:

@@ -15,6 +15,7 @@ import pytest
 from daemon import errors
 from daemon.mapillary import UploadService
 from daemon.mapillary.direct import MAX_REPLY_BYTES
+from daemon.mapillary.upload_service import Buffers
 
 TOKEN = "body-post-token-81f"
 
@@ -171,3 +172,36 @@ def test_no_proxy_keeps_the_connection_direct(
         assert uploads.upload("a.jpg", b"abc", 0) == "handle-1"
 
     assert server.seen[0][0] == "POST /upload/a.jpg HTTP/1.1"
+
+
+class Pieces:
+    """A pace that lets everything through in pieces of ``size`` bytes, recording them."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.taken: list[int] = []
+
+    def piece(self, default: int) -> int:
+        return self.size
+
+    def take(self, size: int) -> None:
+        self.taken.append(size)
+
+
+@pytest.mark.parametrize("offset", [0, 3, 10, 11, 25])
+@pytest.mark.parametrize("paced", [False, True])
+def test_buffers_go_as_they_lie_from_any_offset(server: Server, offset: int, paced: bool) -> None:
+    head, segment, tail = b"0123456789", b"S", bytes(range(100, 114))
+    whole = head + segment + tail
+    pace = Pieces(4) if paced else None
+    progress: list[int] = []
+    with UploadService(f"{server.url}/upload", TOKEN, timeout=5, pace=pace) as uploads:
+        uploads.upload("a.jpg", Buffers(head, segment, tail), offset, progress.append)
+
+    (_, headers, body), *_ = server.seen
+    assert body == whole[offset:]
+    assert headers["Content-Length"] == str(len(whole) - offset)
+    assert progress[-1:] == ([len(whole)] if offset < len(whole) else [])
+    if pace is not None:
+        assert sum(pace.taken) == len(whole) - offset and max(pace.taken, default=0) <= 4
+    assert bytes(Buffers(head, segment, tail)) == whole
