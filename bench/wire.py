@@ -30,6 +30,7 @@ its own EXIF (time, position), so each one is distinct content.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
@@ -66,7 +67,7 @@ from daemon import synth
 from daemon.store.queue import ItemState, Queue
 
 CURL = "curl"
-POLL_S = 0.1
+POLL_S = 0.02
 GOAL_OVERHEAD = 1.02
 GOAL_CPU_VS_MT = 0.5
 GOAL_WALL_VS_CURL = 0.9
@@ -138,34 +139,35 @@ def write_photos(folder: Path, count: int, size_kb: int, seed: int) -> list[Path
 # --- mapillaryd ----------------------------------------------------------------------------------
 
 
-def _counts(db: Path) -> dict[str, int]:
-    if not db.exists():
-        return {}
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
-    except sqlite3.OperationalError:
-        return {}
-    conn.row_factory = sqlite3.Row
+def _counts(conn: sqlite3.Connection) -> dict[str, int]:
     try:
         return Queue(conn).counts()
     except sqlite3.OperationalError:
         return {}
-    finally:
-        conn.close()
 
 
 def _wait_for(child: Child, db: Path, state: str, n: int, timeout: float) -> float:
-    """Poll the daemon's queue until ``n`` items are in ``state``; the monotonic time then."""
+    """Poll the daemon's queue every ``POLL_S`` until ``n`` items are in ``state``; the
+    monotonic time then (at most ``POLL_S`` late: one read-only connection, kept open)."""
     deadline = time.monotonic() + timeout
-    while True:
-        counts = _counts(db)
-        if counts.get(state, 0) >= n:
-            return time.monotonic()
-        if child.exit is not None:
-            raise ContenderError(f"mapillaryd exited early:\n{child.tail()}")
-        if time.monotonic() > deadline:
-            raise ContenderError(f"mapillaryd: not {n} items {state} in {timeout:g}s: {counts}")
-        time.sleep(POLL_S)
+    conn: sqlite3.Connection | None = None
+    try:
+        while True:
+            if conn is None and db.exists():
+                with contextlib.suppress(sqlite3.OperationalError):
+                    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+                    conn.row_factory = sqlite3.Row
+            counts = _counts(conn) if conn is not None else {}
+            if counts.get(state, 0) >= n:
+                return time.monotonic()
+            if child.exit is not None:
+                raise ContenderError(f"mapillaryd exited early:\n{child.tail()}")
+            if time.monotonic() > deadline:
+                raise ContenderError(f"mapillaryd: not {n} items {state} in {timeout:g}s: {counts}")
+            time.sleep(POLL_S)
+    finally:
+        if conn is not None:
+            conn.close()
 
 
 def run_mapillaryd(photos: list[Path], work: Path, spec: str, timeout: float) -> WireResult:
