@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import trustme
 
 from daemon import errors
 from daemon.mapillary import UploadService
+from daemon.mapillary import http as http_module
 from daemon.mapillary.direct import MAX_REPLY_BYTES
 from daemon.mapillary.upload_service import Buffers
 
@@ -205,3 +208,36 @@ def test_buffers_go_as_they_lie_from_any_offset(server: Server, offset: int, pac
     if pace is not None:
         assert sum(pace.taken) == len(whole) - offset and max(pace.taken, default=0) <= 4
     assert bytes(Buffers(head, segment, tail)) == whole
+
+
+@pytest.fixture
+def tls_server(server: Server) -> Iterator[tuple[Server, trustme.CA]]:
+    """``server`` behind TLS with a certificate for 127.0.0.1 from a throwaway CA."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    server.http.socket = context.wrap_socket(server.http.socket, server_side=True)
+    server.url = server.url.replace("http://", "https://")
+    yield server, ca
+
+
+def test_tls_is_verified_on_the_direct_path(
+    tls_server: tuple[Server, trustme.CA], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A certificate from a CA the client does not trust is refused before anything is sent;
+    trusted (the same CA added to the client's context), the upload goes through."""
+    server, ca = tls_server
+    with (
+        UploadService(f"{server.url}/upload", TOKEN, timeout=5) as uploads,
+        pytest.raises(errors.TransportError) as caught,
+    ):
+        uploads.upload("a.jpg", b"abc", 0)
+    assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value)
+    assert server.seen == []
+
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    monkeypatch.setattr(http_module, "_tls_context", lambda: trusting)
+    with UploadService(f"{server.url}/upload", TOKEN, timeout=5) as uploads:
+        assert uploads.upload("a.jpg", b"abc", 0) == "handle-1"
+    assert server.seen[0][0] == "POST /upload/a.jpg HTTP/1.1"
