@@ -8,7 +8,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from daemon.mapillary import UploadService
 from daemon.mapillary import http as http_module
 from daemon.mapillary.direct import MAX_REPLY_BYTES
 from daemon.mapillary.upload_service import Buffers
+from tests.local_http import LocalServer
 
 TOKEN = "body-post-token-81f"
 
@@ -71,15 +72,12 @@ class Server:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.http.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
-        self.thread = threading.Thread(target=self.http.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
+        self.local = LocalServer(Handler)
+        self.http = self.local.http
+        self.url = self.local.url
 
     def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
+        self.local.close()
 
 
 @pytest.fixture

@@ -8,12 +8,11 @@ import io
 import json
 import os
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from daemon.clock import SYSTEM_CLOCK, Clock
 from daemon.mapillary import GraphClient, UploadService, session_key
 from daemon.sandbox import Sandbox
 from tests.conftest import ManualClock
+from tests.local_http import LocalServer
 
 TOKEN = "client-test-token-5f3a"
 
@@ -287,15 +287,11 @@ class Stub:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
+        self.local = LocalServer(Handler)
+        self.url = self.local.url
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.local.close()
 
 
 @pytest.fixture
