@@ -37,7 +37,6 @@ from daemon.diskspace import DiskFull, is_full_error, room_for
 from daemon.errors import CorruptMediaError, ItemError
 from daemon.media.exif import read_exif_facts
 from daemon.media.jpeg import check_jpeg
-from daemon.media.video import read_video_track
 from daemon.store.queue import Item, ItemState, Metadata, NewFile, Queue, Verdict
 from daemon.watch import media_kind, stat_file
 
@@ -195,6 +194,9 @@ def _video_outcome(data_path: str, name: str) -> Metadata | Verdict:
     on. A recording cut short by a power loss (no index) is quarantined, never retried. A video
     without usable GPS of its own goes on unplaced, like a photo without EXIF GPS: a side
     track beside it may place it when its batch is processed (:mod:`daemon.video_track`)."""
+    # Imported with the first video, not at the top: the video stack slows the daemon's start.
+    from daemon.media.video import read_video_track
+
     try:
         vt = read_video_track(data_path)
     except CorruptMediaError as exc:

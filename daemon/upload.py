@@ -38,7 +38,6 @@ from daemon.errors import ItemError, TransportError, UploadError
 from daemon.limits import Windows
 from daemon.mapillary.graph import GraphClient
 from daemon.mapillary.upload_service import Buffers, UploadService, session_key
-from daemon.media.camm_mp4 import CammStream, md5_of, plan_camm_clip, plan_camm_mp4
 from daemon.media.exif import ImageMetadata, description_splice
 from daemon.media.jpeg import Splice
 from daemon.progress import PROGRESS
@@ -47,7 +46,7 @@ from daemon.resume import ResumeMemo
 from daemon.retry import Action, Policy, decide, release_delay
 from daemon.store.queue import Item, ItemState, Queue, SequenceRow, Verdict
 from daemon.throttle import Bandwidth
-from daemon.video_track import VideoTrackOptions, read_track
+from daemon.video_options import VideoTrackOptions
 
 log = structlog.get_logger(__name__)
 
@@ -410,6 +409,10 @@ class Uploader:
         md5 of that stream (one read pass), so a resumed upload continues the same session.
         A clip of a trimmed video streams only its window (same source, same window: same
         bytes, same session)."""
+        # Imported with the first video, not at the top: the video stack slows the daemon's start.
+        from daemon.media.camm_mp4 import CammStream, md5_of, plan_camm_clip, plan_camm_mp4
+        from daemon.video_track import read_track
+
         name = os.path.basename(item.source_path)
         with open(item.data_path, "rb") as source:
             vt = read_track(source, item.data_path, self.video_options(item.watch))

@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -35,27 +34,19 @@ from daemon.geo.video_align import align_side_track
 from daemon.geotag import load_track
 from daemon.media import mp4
 from daemon.media.video import VideoTrack, read_video_fileobj
+from daemon.video_options import DEFAULT_PATTERNS, VideoGeotagSource, VideoTrackOptions
 
-VideoGeotagSource = Literal["native", "gpx", "nmea"]
-
-#: Side files tried, in order, when none is configured.
-DEFAULT_PATTERNS: dict[VideoGeotagSource, tuple[str, ...]] = {
-    "native": ("%g.gpx", "%g.nmea", "%g.nma"),
-    "gpx": ("%g.gpx",),
-    "nmea": ("%g.nmea", "%g.nma"),
-}
-
-
-@dataclass(frozen=True)
-class VideoTrackOptions:
-    source: VideoGeotagSource = "native"
-    #: A file name pattern (``%f``/``%g``/``%e``) or a fixed track file or folder, relative to
-    #: the video's folder unless absolute; None = :data:`DEFAULT_PATTERNS`.
-    pattern: str | None = None
-    #: The zone the camera writes its creation time in; None = UTC, as the format says.
-    creation_time_zone: tzinfo | None = None
-    #: Seconds to add to the camera's clock (its error).
-    offset_time: float = 0.0
+# The options live in daemon.video_options (light, for start-up) and are still importable here.
+__all__ = [
+    "DEFAULT_PATTERNS",
+    "VideoGeotagSource",
+    "VideoTrackOptions",
+    "expand",
+    "find_side_file",
+    "read_track",
+    "side_files",
+    "video_track_at",
+]
 
 
 def expand(pattern: str, video_name: str) -> str:

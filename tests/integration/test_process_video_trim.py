@@ -22,7 +22,8 @@ from daemon.geo.video_limits import VideoPoint
 from daemon.geo.video_trim import plan_trim
 from daemon.ingest import read_outcome
 from daemon.media.video import read_video_track
-from daemon.process import cut_batch, trim_options
+from daemon.process import cut_batch
+from daemon.process_videos import trim_options
 from daemon.store.queue import Item, Metadata, NewFile, Queue
 from tests.conftest import CORPUS
 

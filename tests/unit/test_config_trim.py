@@ -8,7 +8,7 @@ import pytest
 
 from daemon.config import build_config
 from daemon.errors import ConfigError
-from daemon.process import trim_options
+from daemon.process_videos import trim_options
 
 
 def test_defaults_and_values_reach_the_trim_options(tmp_path: Path) -> None:
