@@ -5,21 +5,22 @@ go), ``exif_restore`` (EXIF/XMP from the API metadata), ``sidecar`` ★ (GeoJSON
 (atomic writes), ``index`` (SQLite: known/archived ids, listing cursor, runs), ``client``
 (Graph API + CDN, throttle, retries), ``download`` (one image), ``tarball``, ``job`` (one run),
 ``runner`` (config → job), ``scheduler`` (cron, coalesce, grace, clock sync), ``summary``
-(status), ``commands`` (the CLI).
+(status), ``commands`` (the CLI: its parser and dispatch, light), ``actions`` (what the CLI's
+commands do).
 
 :func:`backup_summary` is what the status page shows; :func:`start_backup_scheduler` is what
-the daemon calls when ``[backup]`` is configured.
+the daemon calls when ``[backup]`` is configured. Both import the rest of the package (and
+apscheduler) only when ``[backup]`` is configured, so importing this package is cheap.
 """
 
 from __future__ import annotations
 
 import threading
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from daemon.archive.summary import backup_summary
 from daemon.clock import SYSTEM_CLOCK, Clock
 from daemon.config import Config, resolve_time_zone
 
@@ -29,6 +30,20 @@ if TYPE_CHECKING:
 __all__ = ["backup_summary", "start_backup_scheduler"]
 
 log = structlog.get_logger(__name__)
+
+
+def backup_summary(cfg: Config, clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
+    """:func:`daemon.archive.summary.backup_summary`: ``{"configured": False}`` without
+    ``[backup]``, else the archive's last and next run, counts and failure.
+
+    The summary module (the index, the scheduler, apscheduler) is imported on the first call
+    with ``[backup]``, not with this package: the daemon's start-up does not pay for it.
+    """
+    if cfg.backup is None:
+        return {"configured": False}
+    from daemon.archive import summary
+
+    return summary.backup_summary(cfg, clock)
 
 
 def start_backup_scheduler(
