@@ -1,4 +1,5 @@
-"""Requests over one kept-alive :mod:`http.client` connection: the upload service's hot path.
+"""Requests over one kept-alive :mod:`http.client` connection: the uploader's hot path
+(offset requests, upload bodies, ``finish_upload``).
 
 An offset request and a 2 MB photo's POST through httpx cost ~4 ms of CPU together (its
 request and response models, h11's event machinery, header validation, the pool); through the

@@ -7,6 +7,7 @@ answers a repeated finish of the same handle with the same cluster.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -53,7 +54,14 @@ class GraphClient(HttpClient):
         body: dict[str, str] = {"file_handle": handle, "file_type": file_type}
         if organization_id is not None:
             body["organization_id"] = organization_id
-        reply = self._http.call("POST", f"{self._endpoint}/finish_upload", json=body)
+        data = json.dumps(body, separators=(",", ":")).encode()
+        reply = self._http.send(
+            "POST",
+            f"{self._endpoint}/finish_upload",
+            {"Content-Type": "application/json"},
+            body=(data,),
+            length=len(data),
+        )
         cluster_id = _scalar(reply.payload.get("cluster_id"))
         if cluster_id is None:
             raise self._http.protocol_error(reply, "no cluster_id")

@@ -73,17 +73,25 @@ class JsonHttp:
         self._timeout = timeout
         self._direct = transport is None  # a test's transport sees every request
         self._direct_conn: DirectConnection | None = None
-        self._client = httpx.Client(
-            headers={"Authorization": f"OAuth {token}", "User-Agent": USER_AGENT},
-            verify=_tls_context(),
-            timeout=httpx.Timeout(timeout),
-            transport=transport,
-            follow_redirects=False,
-        )
+        self._transport = transport
+        self._client: httpx.Client | None = None  # made on first use: the TLS CAs cost ~50 ms
+
+    def _httpx(self) -> httpx.Client:
+        if self._client is None:
+            self._client = httpx.Client(
+                headers={"Authorization": f"OAuth {self._token}", "User-Agent": USER_AGENT},
+                verify=_tls_context(),
+                timeout=httpx.Timeout(self._timeout),
+                transport=self._transport,
+                follow_redirects=False,
+            )
+        return self._client
 
     def close(self) -> None:
         """Close the connection pool."""
-        self._client.close()
+        if self._client is not None:
+            self._client.close()
+            self._client = None
         if self._direct_conn is not None:
             self._direct_conn.close()
             self._direct_conn = None
@@ -98,7 +106,7 @@ class JsonHttp:
         body: Iterable[bytes | memoryview] = (),
         length: int | None = None,
     ) -> JsonReply:
-        """:meth:`call` for the upload service's hot path: ``method url`` with ``headers``
+        """:meth:`call` for the uploader's hot path: ``method url`` with ``headers``
         and, when ``length`` is given, a body of that many bytes given as ``pieces``; its 2xx
         JSON object. Same contract as :meth:`call` (gate, errors); ``read_timeout`` (default:
         the client's timeout) bounds the wait for the reply, and on the direct path also each
@@ -170,7 +178,7 @@ class JsonHttp:
             self._gate()
         where = f"{method} {httpx.URL(url).path}"
         try:
-            response = self._client.request(method, url, **kwargs)
+            response = self._httpx().request(method, url, **kwargs)
         except httpx.TransportError as exc:
             raise errors.TransportError(
                 self._redact(f"{where}: {_describe(exc)}"),
