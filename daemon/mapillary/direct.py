@@ -105,9 +105,21 @@ class DirectConnection:
                 conn.putheader("Content-Length", str(length))
             conn.endheaders()
             sent = 0
-            for piece in body:
-                conn.send(piece)
-                sent += len(piece)
+            try:
+                for piece in body:
+                    conn.send(piece)
+                    sent += len(piece)
+            except OSError:
+                # A server may answer before reading the whole body (a rejected token, a
+                # wrong offset) and close: its answer, when it arrived, is what happened.
+                try:
+                    early = _read_reply(conn.getresponse())
+                except (OSError, http.client.HTTPException):
+                    early = None
+                if early is None:
+                    raise
+                conn.close()
+                return early
             if sent != (length or 0):
                 raise ValueError(f"body of {sent} bytes, {length} announced")
             reply = _read_reply(conn.getresponse())

@@ -239,3 +239,37 @@ def test_tls_is_verified_on_the_direct_path(
     with UploadService(f"{server.url}/upload", TOKEN, timeout=5) as uploads:
         assert uploads.upload("a.jpg", b"abc", 0) == "handle-1"
     assert server.seen[0][0] == "POST /upload/a.jpg HTTP/1.1"
+
+
+def test_an_answer_given_before_the_body_was_read_is_the_outcome() -> None:
+    """A server that refuses the token as soon as it has the headers, answers and closes
+    without reading the 32 MB body: the 401 is what the client reports (the uploads hold for
+    the token), not the broken pipe its send ran into."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    reason = b'{"debug_info": {"type": "NotAuthorizedError", "message": "token revoked"}}'
+
+    def refuse() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(reason), reason)
+            )
+            conn.shutdown(socket.SHUT_WR)
+
+    thread = threading.Thread(target=refuse, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/upload"
+    try:
+        with (
+            UploadService(url, TOKEN, timeout=5) as uploads,
+            pytest.raises(errors.AuthError) as caught,
+        ):
+            uploads.upload("a.jpg", b"x" * (32 << 20), 0)
+    finally:
+        thread.join(timeout=10)
+        listener.close()
+    assert caught.value.status == 401 and "token revoked" in str(caught.value)
