@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
@@ -107,7 +107,7 @@ class JsonHttp:
         length: int | None = None,
     ) -> JsonReply:
         """:meth:`call` for the uploader's hot path: ``method url`` with ``headers``
-        and, when ``length`` is given, a body of that many bytes given as ``pieces``; its 2xx
+        and, when ``length`` is given, a body of that many bytes in the pieces ``body``; its 2xx
         JSON object. Same contract as :meth:`call` (gate, errors); ``read_timeout`` (default:
         the client's timeout) bounds the wait for the reply, and on the direct path also each
         piece's send.
@@ -118,7 +118,8 @@ class JsonHttp:
         proxies). Otherwise through httpx.
         """
         read_timeout = self._timeout if read_timeout is None else read_timeout
-        direct = self._direct_for(url) if self._direct else None
+        parts = urlsplit(url)
+        direct = self._direct_for(parts)
         if direct is None:
             if length is not None:
                 headers = {**headers, "Content-Length": str(length)}
@@ -131,7 +132,6 @@ class JsonHttp:
             )
         if self._gate is not None:
             self._gate()
-        parts = urlsplit(url)
         where = f"{method} {parts.path}"
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         try:
@@ -148,11 +148,11 @@ class JsonHttp:
         response = httpx.Response(raw.status, headers=raw.headers, content=raw.body)
         return self._reply(f"{where} → {raw.status}", response)
 
-    def _direct_for(self, url: str) -> DirectConnection | None:
-        """The direct connection to ``url``'s origin, or None if a proxy applies to it."""
-        parts = urlsplit(url)
+    def _direct_for(self, parts: SplitResult) -> DirectConnection | None:
+        """The direct connection to the URL's origin; None when a test transport was given or
+        a proxy applies to it (httpx serves those)."""
         host = parts.hostname or ""
-        if _proxied(parts.scheme, host):
+        if not self._direct or _proxied(parts.scheme, host):
             return None
         origin = (parts.scheme, host, parts.port)
         if self._direct_conn is not None and self._direct_conn.origin != origin:
@@ -160,7 +160,7 @@ class JsonHttp:
             self._direct_conn = None
         if self._direct_conn is None:
             self._direct_conn = DirectConnection(
-                url,
+                parts.geturl(),
                 {"Authorization": f"OAuth {self._token}", "User-Agent": USER_AGENT},
                 tls=_tls_context,
                 connect_timeout=self._timeout,
