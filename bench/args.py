@@ -49,16 +49,29 @@ def run_in_workdir(
     if not mt.exists():
         print(f"{label}: {mt} not found (run `make venv-mt`)", file=sys.stderr)
         return 2
+    return in_workdir(args.keep, label, prefix, lambda root: body(mt, root), failures)
+
+
+def in_workdir(
+    keep: Path | None,
+    label: str,
+    prefix: str,
+    body: Callable[[Path], int],
+    failures: tuple[type[Exception], ...],
+) -> int:
+    """Make SIGTERM unwind like Ctrl-C (children stopped, the temporary folder removed), run
+    ``body(workdir)`` in ``keep`` or a temporary folder (removed afterwards), and turn one of
+    ``failures`` into a message and exit code 1. ``label`` names the bench in messages."""
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    root = args.keep or Path(tempfile.mkdtemp(prefix=prefix))
+    root = keep or Path(tempfile.mkdtemp(prefix=prefix))
     root.mkdir(parents=True, exist_ok=True)
     try:
-        return body(mt, root)
+        return body(root)
     except failures as exc:
         print(f"\n{label} FAILED: {exc}", file=sys.stderr)
-        if args.keep:
+        if keep:
             print(f"(everything is kept in {root})", file=sys.stderr)
         return 1
     finally:
-        if args.keep is None:
+        if keep is None:
             shutil.rmtree(root, ignore_errors=True)

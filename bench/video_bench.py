@@ -24,17 +24,16 @@ import json
 import os
 import platform
 import shutil
-import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.args import in_workdir
 from bench.contenders import base_env
 from bench.sandbox import TOKEN, SandboxProcess
 
@@ -313,30 +312,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bench: --size-gb must be between 0.05 and 64", file=sys.stderr)
         return 2
     size = int(args.size_gb * GiB)
-    root: Path = args.keep or Path(tempfile.mkdtemp(prefix="mapillaryd-video-bench-"))
-    root.mkdir(parents=True, exist_ok=True)
+    return in_workdir(
+        args.keep,
+        "bench",
+        "mapillaryd-video-bench-",
+        lambda root: _room_for(root, size) or _bench(args, size, root),
+        (BenchError,),
+    )
+
+
+def _room_for(root: Path, size: int) -> int:
+    """0 when ``root`` has room for the run; else 2, with the message saying why."""
     free = shutil.disk_usage(root).free
-    if free < 2 * size:
-        print(
-            f"bench: {root} has {free / GiB:.1f} GiB free; the sandbox writes the whole"
-            f" {size / GiB:.1f} GiB upload to disk, so at least {2 * size / GiB:.1f} GiB"
-            " (twice the size) is required. Use a smaller --size-gb or --keep DIR elsewhere.",
-            file=sys.stderr,
-        )
-        if args.keep is None:
-            shutil.rmtree(root, ignore_errors=True)
-        return 2
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        return _bench(args, size, root)
-    except BenchError as exc:
-        print(f"\nbench FAILED: {exc}", file=sys.stderr)
-        if args.keep:
-            print(f"(everything is kept in {root})", file=sys.stderr)
-        return 1
-    finally:
-        if args.keep is None:
-            shutil.rmtree(root, ignore_errors=True)
+    if free >= 2 * size:
+        return 0
+    print(
+        f"bench: {root} has {free / GiB:.1f} GiB free; the sandbox writes the whole"
+        f" {size / GiB:.1f} GiB upload to disk, so at least {2 * size / GiB:.1f} GiB"
+        " (twice the size) is required. Use a smaller --size-gb or --keep DIR elsewhere.",
+        file=sys.stderr,
+    )
+    return 2
 
 
 def _bench(args: argparse.Namespace, size: int, root: Path) -> int:

@@ -267,9 +267,16 @@ def _result(
     check_clusters(who, clusters, [p.name for p in photos])
     payload = sum(int(c["size"]) for c in clusters)
     payload += sum(int(i["size"]) for c in clusters for i in c["images"])
+    return _figures(who, len(photos), payload, raw, wall, cpu)
+
+
+def _figures(
+    who: str, images: int, payload: int, raw: dict[str, Any], wall: float, cpu: float
+) -> WireResult:
+    """One contender's figures from its sandbox's raw stats (``/_sandbox/stats``)."""
     return WireResult(
         contender=who,
-        images=len(photos),
+        images=images,
         payload_bytes=payload,
         wire_bytes=int(raw["wire_bytes_received"]),
         unread_bytes=int(raw["wire_bytes_unread"]),
@@ -365,18 +372,7 @@ def run_curl(sources: list[Path], work: Path, spec: str, timeout: float) -> Wire
         for k, p in keys.items():
             if sandbox.session_bytes(k) != p.read_bytes():
                 raise VerificationError(f"curl: session {k} does not hold the file's bytes")
-        return WireResult(
-            contender=CURL,
-            images=len(keys),
-            payload_bytes=sum(sizes.values()),
-            wire_bytes=int(raw["wire_bytes_received"]),
-            unread_bytes=int(raw["wire_bytes_unread"]),
-            body_bytes=int(raw["bytes_received"]),
-            requests=sum(n for r, n in raw["requests"].items() if "/_sandbox/" not in r),
-            cuts=int(raw.get("faults", {}).get("faults", {}).get("cut", 0)),
-            wall_s=wall,
-            cpu_s=cpu,
-        )
+        return _figures(CURL, len(keys), sum(sizes.values()), raw, wall, cpu)
 
 
 def mapillaryd_bytes(work: Path, into: Path) -> list[Path]:
