@@ -13,12 +13,11 @@ What must hold (issue #5 point 4):
 
 from __future__ import annotations
 
-import hashlib
 import random
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,6 @@ import pytest
 from daemon import synth
 from daemon.config import Config, load_config
 from daemon.credentials import TokenSource
-from daemon.ingest import read_outcome
 from daemon.retry import Policy
 from daemon.sandbox import Sandbox
 from daemon.sandbox.app import Request
@@ -37,6 +35,7 @@ from daemon.upload import Endpoints, Uploader, Upstream
 from daemon.walljump import JumpDetector
 from tests.conftest import ManualClock
 from tests.e2e.harness import wait_until
+from tests.queued import queue_frames
 
 TOKEN = "clock-jump-token-71c2"
 YEARS = timedelta(days=5 * 365)
@@ -103,17 +102,8 @@ def sandbox(tmp_path: Path, hook: FailFirstPosts) -> Iterator[Sandbox]:
 
 def queued_frames(q: Queue, tmp: Path, n: int, clock: ManualClock) -> None:
     """``n`` synthetic frames queued as one processed sequence (as process-and-upload does)."""
-    frames = synth.write_drive(tmp / "frames", n, seed=11)
-    files = []
-    for f in frames:
-        meta = read_outcome("image", str(f.path), f.path.name, UTC)
-        assert isinstance(meta, Metadata)
-        data = f.path.read_bytes()
-        st = f.path.stat()
-        sha = hashlib.sha256(data).hexdigest()
-        nf = NewFile("/frames", str(f.path), st.st_size, st.st_mtime_ns, sha, "image", str(f.path))
-        files.append((nf, meta))
-    assert q.enqueue_sequence("seq-jump", "/frames", files, clock.now().timestamp()) == n
+    now = clock.now().timestamp()
+    assert queue_frames(q, tmp / "frames", n, seed=11, sequence="seq-jump", now=now) == n
 
 
 def uploader(q: Queue, cfg: Config, clock: ManualClock) -> Uploader:

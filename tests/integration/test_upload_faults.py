@@ -6,7 +6,6 @@ sandbox's fault windows; the queue is a real SQLite file. Each test asks what th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import threading
@@ -18,18 +17,17 @@ from typing import Any
 
 import pytest
 
-from daemon import synth
 from daemon.config import MapillaryConfig
 from daemon.credentials import TokenSource
-from daemon.ingest import read_outcome
 from daemon.retry import RELEASE_SPREAD_CAP, Policy
 from daemon.sandbox import Sandbox
 from daemon.sandbox.app import Request
 from daemon.sandbox.faults import FaultInjector, parse_spec
 from daemon.sandbox.replies import Reply
-from daemon.store.queue import ItemState, Metadata, NewFile, Queue
+from daemon.store.queue import ItemState, Queue
 from daemon.upload import Endpoints, Uploader, Upstream
 from tests.conftest import ManualClock
+from tests.queued import queue_frames
 
 TOKEN = "upload-faults-token-4e1"
 POLICY = Policy(base=10.0, cap=60.0, max_retry_after=600.0)
@@ -46,17 +44,8 @@ def sandbox(tmp_path: Path, clock: ManualClock) -> Iterator[Sandbox]:
 @pytest.fixture
 def queue(tmp_path: Path, clock: ManualClock) -> Iterator[Queue]:
     q = Queue.open(tmp_path / "queue.sqlite3")
-    frames = synth.write_drive(tmp_path / "frames", 3, seed=21)
-    files = []
-    for f in frames:
-        meta = read_outcome("image", str(f.path), f.path.name, UTC)
-        assert isinstance(meta, Metadata)
-        data = f.path.read_bytes()
-        st = f.path.stat()
-        sha = hashlib.sha256(data).hexdigest()
-        nf = NewFile("/frames", str(f.path), st.st_size, st.st_mtime_ns, sha, "image", str(f.path))
-        files.append((nf, meta))
-    assert q.enqueue_sequence("seq-faults", "/frames", files, clock.now().timestamp()) == 3
+    now = clock.now().timestamp()
+    assert queue_frames(q, tmp_path / "frames", 3, seed=21, sequence="seq-faults", now=now) == 3
     yield q
     q.close()
 
