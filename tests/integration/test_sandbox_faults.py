@@ -6,6 +6,7 @@ import hashlib
 import http.client
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -177,7 +178,9 @@ def test_a_lost_response_commits_first(sandbox: Sandbox) -> None:
 def test_an_incomplete_session_can_go_backwards(
     sandbox: Sandbox, expire: float, check: Any
 ) -> None:
-    data = os.urandom(10_000)
+    # Fixed bytes, so a fixed session key and cut: where the cut falls is drawn per key, and
+    # the regressed offset is a fraction of what the cut left (random bytes made this flaky).
+    data = random.Random(180).randbytes(10_000)
     key = key_of(data)
     set_faults(sandbox, {"rules": [{"routes": [UPLOAD], "cut": 1.0}]})
     with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
